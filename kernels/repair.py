@@ -1,0 +1,226 @@
+"""Delete handling as explicit phases (DiskANN's process_delete / consolidate_deletes):
+
+- ``tombstone_chains``: an item's nodes become TOMBSTONE at once; searches skip them in
+  results from then on but may still walk through them.
+- ``find_entry_point``: a subgraph whose entry point was tombstoned gets a live one.
+- ``repair_in_neighbors``: every live node p with a tombstoned neighbor v re-selects its
+  row from N(p) ∪ N(v) minus tombstones with RobustPrune (FreshDiskANN), filled back to
+  its previous degree with the best pruned candidates.
+  Each worker rewrites only the rows of its own range of p, and rows of tombstoned nodes
+  are only read, so ranges run in parallel without locks.
+- ``collect_upper_rows``: the rows to free with the repaired (now unreachable) nodes.
+"""
+
+import numpy as np
+from numba import njit
+
+from .graph import adjacency, degree_of, next_stamp, row_of, write_row
+from .layout import LIVE, TOMBSTONE
+from .scoring import similarity_of_rows
+from .select import select_neighbors, sort_pool_descending
+
+
+@njit(nogil=True, cache=True)
+def tombstone_chains(tables, first_nodes):
+    """Tombstone every node of the chains starting at first_nodes; returns the count."""
+    count = 0
+    for i in range(first_nodes.shape[0]):
+        node = first_nodes[i]
+        while node >= 0:
+            if tables.node_state[node] == LIVE:
+                tables.node_state[node] = TOMBSTONE
+                count += 1
+            node = tables.node_next[node]
+    return count
+
+
+@njit(nogil=True, cache=True)
+def find_entry_point(tables, graph, node_high_water):
+    """The live node of the highest level in ``graph`` (lowest id on ties), or -1."""
+    best = -1
+    best_level = -1
+    for node in range(node_high_water):
+        level = tables.node_level[node]
+        if tables.node_state[node] == LIVE and tables.node_graph[node] == graph and level > best_level:
+            best = node
+            best_level = level
+    return best
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def repair_in_neighbors(tables, start, stop, params, scratch):
+    """Repair the rows of live nodes start..stop-1 that point at tombstoned nodes.
+
+    Returns the number of rows rewritten.
+    """
+    pool_node = scratch.pool_node
+    pool_score = scratch.pool_score
+    selected = scratch.selected
+    visited = scratch.visited
+    node_state = tables.node_state
+    node_vec = tables.node_vec
+    vectors = tables.vectors
+    pool_capacity = pool_node.shape[0]
+    repaired = 0
+    for p in range(start, stop):
+        if node_state[p] != LIVE:
+            continue
+        for level in range(tables.node_level[p] + 1):
+            row = row_of(tables, p, level)
+            if row < 0:
+                continue
+            links = adjacency(tables, level)
+            degree = degree_of(links, row)
+            dead = False
+            for i in range(degree):
+                if node_state[links[row, 1 + i]] != LIVE:
+                    dead = True
+                    break
+            if not dead:
+                continue
+            stamp = next_stamp(scratch)
+            visited[p] = stamp
+            n_pool = 0
+            for i in range(degree):
+                v = links[row, 1 + i]
+                if visited[v] == stamp:
+                    continue
+                visited[v] = stamp
+                if node_state[v] == LIVE:
+                    pool_node[n_pool] = v
+                    n_pool += 1
+                    continue
+                if node_state[v] != TOMBSTONE:
+                    continue
+                v_row = row_of(tables, v, level)
+                if v_row < 0:
+                    continue
+                for j in range(degree_of(links, v_row)):
+                    w = links[v_row, 1 + j]
+                    if visited[w] != stamp:
+                        visited[w] = stamp
+                        if node_state[w] == LIVE and n_pool < pool_capacity:
+                            pool_node[n_pool] = w
+                            n_pool += 1
+            p_row = node_vec[p]
+            for i in range(n_pool):
+                pool_score[i] = similarity_of_rows(vectors, p_row, node_vec[pool_node[i]], params.metric)
+            sort_pool_descending(pool_node, pool_score, n_pool)
+            cap = params.max_degree0 if level == 0 else params.M
+            # FreshDiskANN's RobustPrune (alpha > 1 keeps long edges the deleted node
+            # carried), filled back to the row's old degree: re-pruning alone thins the
+            # graph a little with every repair, and recall with it
+            n_sel = select_neighbors(
+                tables, pool_node, pool_score, n_pool, cap, params.metric, params.repair_alpha, degree, selected
+            )
+            write_row(links, row, selected, n_sel)
+            repaired += 1
+    return repaired
+
+
+@njit(nogil=True, cache=True)
+def collect_upper_rows(tables, nodes):
+    """All upper-level rows owned by ``nodes`` (to return them to the free list)."""
+    total = 0
+    for i in range(nodes.shape[0]):
+        total += tables.node_level[nodes[i]]
+    rows = np.empty(total, np.int32)
+    k = 0
+    for i in range(nodes.shape[0]):
+        r = tables.node_upper[nodes[i]]
+        while r >= 0 and k < total:
+            rows[k] = r
+            k += 1
+            r = tables.upper_next[r]
+    return rows[:k]
+
+
+@njit(nogil=True, cache=True)
+def level0_in_degrees(tables, node_high_water):
+    """In-degree of every node on level 0, counting edges from live nodes only."""
+    in_degree = np.zeros(node_high_water, np.int32)
+    links = tables.links0
+    for p in range(node_high_water):
+        if tables.node_state[p] != LIVE:
+            continue
+        for j in range(degree_of(links, p)):
+            nb = links[p, 1 + j]
+            if 0 <= nb < node_high_water:
+                in_degree[nb] += 1
+    return in_degree
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def adopt_orphans(tables, node_high_water, params):
+    """Give every live node without a live in-edge on level 0 one again, so no item
+    becomes unreachable under churn.
+
+    The orphan u is linked from its most similar live out-neighbor w: appended if w's
+    row has room, else it replaces the entry of w's row least similar to w among those
+    that keep another in-edge. Returns the number of orphans adopted.
+    """
+    in_degree = level0_in_degrees(tables, node_high_water)
+    links = tables.links0
+    node_state = tables.node_state
+    entry = tables.entry_node
+    adopted = 0
+    for u in range(node_high_water):
+        if node_state[u] != LIVE or in_degree[u] > 0:
+            continue
+        graph = tables.node_graph[u]
+        if entry[graph] == u:
+            continue
+        best_w = -1
+        best_score = -np.inf
+        for j in range(degree_of(links, u)):
+            w = links[u, 1 + j]
+            if node_state[w] != LIVE:
+                continue
+            score = similarity_of_rows(tables.vectors, tables.node_vec[u], tables.node_vec[w], params.metric)
+            if score > best_score:
+                best_score = score
+                best_w = w
+        if best_w < 0:
+            continue  # no live out-neighbor: relinked by the caller
+        w = best_w
+        degree = degree_of(links, w)
+        if degree < params.max_degree0:
+            links[w, 1 + degree] = u
+            links[w, 0] = degree + 1
+        else:
+            victim = -1
+            victim_score = np.inf
+            for j in range(degree):
+                x = links[w, 1 + j]
+                if in_degree[x] < 2 and node_state[x] == LIVE:
+                    continue
+                score = similarity_of_rows(tables.vectors, tables.node_vec[w], tables.node_vec[x], params.metric)
+                if score < victim_score:
+                    victim_score = score
+                    victim = j
+            if victim < 0:
+                continue
+            in_degree[links[w, 1 + victim]] -= 1
+            links[w, 1 + victim] = u
+        in_degree[u] += 1
+        adopted += 1
+    return adopted
+
+
+@njit(nogil=True, cache=True)
+def isolated_nodes(tables, node_high_water):
+    """Live nodes (not entry points) with no live out-neighbor on level 0: they need a
+    fresh insertion to rejoin the graph."""
+    out = []
+    links = tables.links0
+    for u in range(node_high_water):
+        if tables.node_state[u] != LIVE or tables.entry_node[tables.node_graph[u]] == u:
+            continue
+        alone = True
+        for j in range(degree_of(links, u)):
+            if tables.node_state[links[u, 1 + j]] == LIVE:
+                alone = False
+                break
+        if alone:
+            out.append(u)
+    return np.array(out, dtype=np.int32)

@@ -1,0 +1,97 @@
+"""Typed configuration of an index (one dataclass, validated once)."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, fields
+
+METRICS = ("ip", "cosine", "l2")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Parameters of one index.
+
+    dim: embedding dimension. metric: "ip" | "cosine" | "l2" (scores are inner product,
+    cosine similarity, or negative squared L2 distance; higher is better).
+    M: HNSW out-degree on upper levels; level 0 holds up to 2*M.
+    ef_construction: beam width when inserting. ef_search: default search beam width.
+    prune_alpha: neighbor pruning factor (1.0 = HNSW heuristic; DiskANN uses 1.2: keeps
+      more long edges, a denser and more navigable graph).
+    fill_pruned: fill a new node's row back to M with the best pruned candidates.
+    repair_alpha: RobustPrune factor for rows repaired after deletes (FreshDiskANN 1.2).
+    threads: worker threads for batch search/insert/repair (0 = all cores).
+    seed: random seed for node levels (same inputs + seed = same graph).
+    insert_batch_fraction / max_insert_batch: size of parallel insert sub-batches as a
+      fraction of the live graph (prefix doubling) and its cap.
+    repair_fraction: consolidate deletes once tombstones exceed this fraction of live
+      nodes (at least repair_min_tombstones).
+    initial_capacity: rows/nodes allocated up front; tables double when full.
+    """
+
+    dim: int
+    metric: str = "ip"
+    M: int = 16
+    ef_construction: int = 200
+    ef_search: int = 64
+    prune_alpha: float = 1.0
+    fill_pruned: bool = True
+    repair_alpha: float = 1.2
+    threads: int = 0
+    seed: int = 0
+    insert_batch_fraction: float = 0.02
+    max_insert_batch: int = 4096
+    repair_fraction: float = 0.02
+    repair_min_tombstones: int = 1
+    initial_capacity: int = 1024
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not isinstance(self.dim, int) or self.dim < 1:
+            problems.append(f"dim must be a positive integer, got {self.dim!r}")
+        if self.metric not in METRICS:
+            problems.append(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+        if not isinstance(self.M, int) or not 2 <= self.M <= 256:
+            problems.append(f"M must be an integer in [2, 256], got {self.M!r}")
+        if not isinstance(self.ef_construction, int) or self.ef_construction < 1:
+            problems.append(f"ef_construction must be a positive integer, got {self.ef_construction!r}")
+        if not isinstance(self.ef_search, int) or self.ef_search < 1:
+            problems.append(f"ef_search must be a positive integer, got {self.ef_search!r}")
+        for name in ("prune_alpha", "repair_alpha"):
+            value = getattr(self, name)
+            if not 1.0 <= value <= 4.0:
+                problems.append(f"{name} must be in [1, 4], got {value!r}")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            problems.append(f"threads must be >= 0 (0 = all cores), got {self.threads!r}")
+        if not 0.0 < self.insert_batch_fraction <= 1.0:
+            problems.append(f"insert_batch_fraction must be in (0, 1], got {self.insert_batch_fraction!r}")
+        if self.max_insert_batch < 1:
+            problems.append(f"max_insert_batch must be >= 1, got {self.max_insert_batch!r}")
+        if not 0.0 <= self.repair_fraction <= 1.0:
+            problems.append(f"repair_fraction must be in [0, 1], got {self.repair_fraction!r}")
+        if self.initial_capacity < 1:
+            problems.append(f"initial_capacity must be >= 1, got {self.initial_capacity!r}")
+        if problems:
+            raise ValueError("invalid index configuration: " + "; ".join(problems))
+
+    @property
+    def max_degree0(self) -> int:
+        return 2 * self.M
+
+    @property
+    def level_multiplier(self) -> float:
+        return 1.0 / math.log(self.M)
+
+    @property
+    def max_level(self) -> int:
+        """Levels are capped where reaching them takes ~1e12 nodes."""
+        return max(4, min(32, math.ceil(math.log(1e12) / math.log(self.M))))
+
+    @property
+    def worker_threads(self) -> int:
+        return self.threads or (os.cpu_count() or 1)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

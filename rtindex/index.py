@@ -1,0 +1,297 @@
+"""``rtindex.Index``: the in-process API (faiss/hnswlib shape: numpy in, numpy out).
+
+Writes are serialized by one lock (single writer) and applied in batches; searches run
+concurrently from any number of threads and never see a deleted item once ``delete``
+has returned.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rtindex import validation
+from rtindex.config import IndexConfig
+from rtindex.engine import Engine
+from rtindex.insert import draw_levels, link_new_nodes
+from rtindex.kernels.layout import ITEM_DELETED, ITEM_LIVE, LIVE
+from rtindex.repair import consolidate, consolidation_due, fix_entry_points, tombstone_nodes_of
+from rtindex.search import SearchResult, search_batch
+from rtindex.storage import IdMap
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    inserted: int  # new ids
+    refreshed: int  # existing ids whose embedding was replaced
+    skipped_stale: int  # ops whose version was <= the stored one (ignored)
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    deleted: int
+    unknown_ids: np.ndarray  # int64: ids not in the index (nothing done for them)
+    skipped_stale: int
+
+
+@dataclass(frozen=True)
+class GetResult:
+    found: np.ndarray  # bool[n]
+    vectors: np.ndarray  # float32[n, dim] stored rows (unit-norm for cosine); NaN if not found
+    versions: np.ndarray  # int64[n]; -1 if not found
+
+
+class Index:
+    """A mutable HNSW index over float32 embeddings with int64 ids.
+
+    >>> idx = Index(dim=128, metric="ip", M=16, ef_construction=200)
+    >>> idx.upsert(ids, vectors)            # existing id = embedding refresh
+    >>> idx.delete(ids)                     # unknown ids are reported, not fatal
+    >>> res = idx.search(queries, k=10, ef=64)   # res.ids int64[b, k], res.scores float32[b, k]
+
+    Scores: inner product ("ip"), cosine similarity ("cosine"), or negative squared L2
+    distance ("l2"); higher is better. Further options: see ``IndexConfig``.
+    """
+
+    def __init__(self, dim: int, metric: str = "ip", M: int = 16, ef_construction: int = 200, **options: Any):
+        unknown = set(options) - set(IndexConfig.field_names())
+        if unknown:
+            raise ValueError(f"unknown Index option(s) {sorted(unknown)}; valid: {IndexConfig.field_names()}")
+        self._init(IndexConfig(dim=dim, metric=metric, M=M, ef_construction=ef_construction, **options))
+
+    @classmethod
+    def from_config(cls, config: IndexConfig) -> Index:
+        index = cls.__new__(cls)
+        index._init(config)
+        return index
+
+    def _init(self, config: IndexConfig) -> None:
+        self.config = config
+        self._engine = Engine.create(config)
+        self._ids = IdMap(config.initial_capacity)
+        self._rng = np.random.default_rng(config.seed)
+        self._write_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ writes
+    def upsert(self, ids: object, vectors: object, versions: object | None = None) -> UpsertResult:
+        """Insert new ids; replace the embedding of existing ones (refresh).
+
+        ids: int64[n] distinct, >= 0. vectors: float32[n, dim], finite. versions: optional
+        int64[n]; an op is applied only if its version is greater than the stored one
+        (replays are harmless). Unversioned writes always apply. The batch is validated
+        as a whole; a rejected batch changes nothing. Returns once every applied item is
+        searchable.
+        """
+        cfg = self.config
+        ids = validation.as_ids(ids, "upsert")
+        rows = validation.as_matrix(vectors, cfg.dim, "upsert", rows=len(ids))
+        versions = validation.as_versions(versions, len(ids), "upsert")
+        if cfg.metric == "cosine":
+            rows = validation.normalized_rows(rows, "upsert")
+        engine = self._engine
+        store = engine.store
+        with self._write_lock:
+            store.reclaim(engine.epochs.oldest_active())
+            slots = self._ids.get(ids)
+            exists = slots >= 0
+            t = store.tables
+            stored = t.item_versions[np.maximum(slots, 0)]
+            apply = np.ones(len(ids), bool) if versions is None else (~exists | (versions > stored))
+            new = np.flatnonzero(apply & ~exists)
+            refresh = np.flatnonzero(apply & exists)
+            skipped = len(ids) - len(new) - len(refresh)
+            engine.counters.skipped_stale += skipped
+            if len(new) + len(refresh) == 0:
+                return UpsertResult(0, 0, skipped)
+            order = np.concatenate([new, refresh])
+            if versions is None:
+                new_versions = np.concatenate([np.zeros(len(new), np.int64), stored[refresh] + 1])
+            else:
+                new_versions = versions[order]
+
+            n = len(order)
+            levels = draw_levels(self._rng, n, cfg.level_multiplier, cfg.max_level)
+            new_items = store.item_slots.allocate(len(new))
+            nodes = store.node_slots.allocate(n)
+            vector_rows = nodes  # each new node owns the row of its own id
+            upper_rows = store.upper_slots.allocate(int(levels.sum()))
+            store.ensure_capacity(store.node_slots.high_water, store.upper_slots.high_water, store.item_slots.high_water)
+            t = store.tables
+            t.vectors[vector_rows] = rows[order]
+            items = np.concatenate([new_items, slots[refresh]])
+            self._write_nodes(nodes, vector_rows, items, levels, upper_rows)
+            t.item_ids[new_items] = ids[new]
+            t.item_versions[new_items] = new_versions[: len(new)]
+            t.item_vec[new_items] = vector_rows[: len(new)]
+            t.item_first_node[new_items] = nodes[: len(new)]
+            t.item_state[new_items] = ITEM_LIVE
+
+            link_new_nodes(engine, nodes)
+
+            if len(refresh):
+                # the new node is linked; now retire the old one (a search in between
+                # may meet both and returns the item once)
+                refreshed_items = slots[refresh]
+                old_first = t.item_first_node[refreshed_items].copy()
+                t.item_first_node[refreshed_items] = nodes[len(new) :]
+                t.item_vec[refreshed_items] = vector_rows[len(new) :]
+                t.item_versions[refreshed_items] = new_versions[len(new) :]
+                tombstone_nodes_of(engine, old_first)
+            self._ids.put(ids[new], new_items)
+            engine.counters.inserted += len(new)
+            engine.counters.refreshed += len(refresh)
+            self._after_write()
+            return UpsertResult(len(new), len(refresh), skipped)
+
+    def _write_nodes(
+        self, nodes: np.ndarray, vector_rows: np.ndarray, items: np.ndarray, levels: np.ndarray, upper_rows: np.ndarray
+    ) -> None:
+        """Initialise node slots (not yet reachable): rows, levels, empty adjacency."""
+        t = self._engine.store.tables
+        t.node_vec[nodes] = vector_rows
+        t.node_item[nodes] = items
+        t.node_level[nodes] = levels
+        t.node_graph[nodes] = 0
+        t.node_next[nodes] = -1
+        t.links0[nodes, 0] = 0
+        t.node_upper[nodes] = -1
+        has_upper = levels > 0
+        if has_upper.any():
+            # a node of level L owns L consecutive entries of upper_rows, chained upwards
+            first = np.cumsum(levels) - levels
+            t.node_upper[nodes[has_upper]] = upper_rows[first[has_upper]]
+            following = np.empty(len(upper_rows), np.int32)
+            following[:-1] = upper_rows[1:]
+            following[(first + levels - 1)[has_upper]] = -1
+            t.upper_next[upper_rows] = following
+            t.upper_links[upper_rows, 0] = 0
+        t.node_state[nodes] = LIVE
+
+    def delete(self, ids: object, versions: object | None = None) -> DeleteResult:
+        """Delete items. Once this returns no search returns them. Unknown ids are
+        reported in ``unknown_ids``; with versions, a delete applies only if its version
+        is greater than the stored one."""
+        ids = validation.as_ids(ids, "delete")
+        versions = validation.as_versions(versions, len(ids), "delete")
+        engine = self._engine
+        with self._write_lock:
+            engine.store.reclaim(engine.epochs.oldest_active())
+            slots = self._ids.get(ids)
+            known = slots >= 0
+            t = engine.store.tables
+            apply = known.copy()
+            if versions is not None:
+                apply &= versions > t.item_versions[np.maximum(slots, 0)]
+            doomed = slots[apply]
+            tombstone_nodes_of(engine, t.item_first_node[doomed])
+            t.item_state[doomed] = ITEM_DELETED
+            if versions is not None:
+                t.item_versions[doomed] = versions[apply]
+            self._ids.remove(ids[apply])
+            skipped = int(known.sum() - apply.sum())
+            engine.counters.deleted += len(doomed)
+            engine.counters.skipped_stale += skipped
+            self._after_write()
+            return DeleteResult(deleted=len(doomed), unknown_ids=ids[~known], skipped_stale=skipped)
+
+    def _after_write(self) -> None:
+        fix_entry_points(self._engine)
+        if consolidation_due(self._engine):
+            consolidate(self._engine)
+
+    def consolidate(self) -> int:
+        """Repair and free all tombstoned nodes now (normally done in batches as deletes
+        accumulate). Returns the number of nodes freed."""
+        with self._write_lock:
+            return consolidate(self._engine)
+
+    # ------------------------------------------------------------------ reads
+    def search(
+        self, queries: object, k: int = 10, ef: int | None = None, level_ef: Sequence[int] | None = None
+    ) -> SearchResult:
+        """k nearest items of each query, best first.
+
+        queries: float32[b, dim] (or one vector). ef: beam width on level 0 (default
+        max(ef_search, k); must be >= k). level_ef[i]: beam width on level i + 1
+        (default 1, greedy). If fewer than k items are live, rows are padded with id -1
+        and score -inf.
+        """
+        cfg = self.config
+        q = validation.as_matrix(queries, cfg.dim, "search")
+        if cfg.metric == "cosine":
+            q = validation.normalized_rows(q, "search")
+        k, ef, widths = validation.check_search_args(k, ef, level_ef, cfg.ef_search, cfg.max_level)
+        return search_batch(self._engine, q, k, ef, widths)
+
+    def get(self, ids: object) -> GetResult:
+        """Stored embedding and version of each id (found=False for unknown ids)."""
+        ids = validation.as_ids(ids, "get")
+        with self._write_lock:
+            slots = self._ids.get(ids)
+            found = slots >= 0
+            t = self._engine.store.tables
+            vectors = np.full((len(ids), self.config.dim), np.nan, np.float32)
+            vectors[found] = t.vectors[t.item_vec[slots[found]]]
+            versions = np.full(len(ids), -1, np.int64)
+            versions[found] = t.item_versions[slots[found]]
+        return GetResult(found=found, vectors=vectors, versions=versions)
+
+    def __len__(self) -> int:
+        return self._ids.count
+
+    def __contains__(self, item_id: object) -> bool:
+        return bool(self.get([item_id]).found[0])
+
+    def stats(self) -> dict[str, Any]:
+        engine = self._engine
+        store = engine.store
+        with self._write_lock:
+            t = store.tables
+            entry = int(t.entry_node[0])
+            pools = {
+                "node": store.node_slots, "upper_row": store.upper_slots, "item": store.item_slots,
+            }
+            out: dict[str, Any] = {
+                "items": len(self),
+                "nodes_live": engine.live_nodes,
+                "nodes_tombstoned": engine.tombstones,
+                "entry_level": int(t.node_level[entry]) if entry >= 0 else -1,
+                "dim": self.config.dim,
+                "metric": self.config.metric,
+                "M": self.config.M,
+                "ef_construction": self.config.ef_construction,
+            }
+            capacities = {
+                "node": t.node_state.shape[0], "upper_row": t.upper_next.shape[0], "item": t.item_ids.shape[0],
+            }
+            for name, pool in pools.items():
+                out[f"{name}_slots_in_use"] = pool.in_use
+                out[f"{name}_slots_free"] = pool.free_count
+                out[f"{name}_slots_waiting"] = pool.limbo_count
+                out[f"{name}_capacity"] = capacities[name]
+            out["memory_bytes"] = store.nbytes() + self._ids.nbytes() + engine.workers.scratch.nbytes()
+            out.update(
+                inserted=engine.counters.inserted,
+                refreshed=engine.counters.refreshed,
+                deleted=engine.counters.deleted,
+                skipped_stale=engine.counters.skipped_stale,
+                consolidations=engine.counters.consolidations,
+                repaired_rows=engine.counters.repaired_rows,
+                orphans_adopted=engine.counters.adopted,
+                nodes_relinked=engine.counters.relinked,
+                active_searches=engine.epochs.active_readers,
+            )
+        return out
+
+    def close(self) -> None:
+        self._engine.workers.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,103 @@
+"""Insert path: link freshly written nodes into their subgraphs.
+
+Nodes arrive with vector row, level and (empty) upper rows set. They are inserted in
+sub-batches whose size grows with the graph (prefix doubling, ``insert_batch_fraction``
+of the live nodes): each sub-batch is planned in parallel on the graph as it stands
+(``plan_links``), then connected (``write_forward_links`` + ``add_reverse_links``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rtindex.engine import Engine
+from rtindex.kernels.insert import add_reverse_links, collect_reverse_edges, plan_links, write_forward_links
+from rtindex.kernels.layout import Scratch
+
+
+def draw_levels(rng: np.random.Generator, n: int, multiplier: float, max_level: int) -> np.ndarray:
+    """HNSW levels: floor(-ln(U) * 1/ln(M)), capped."""
+    levels = np.floor(-np.log1p(-rng.random(n)) * multiplier)
+    return np.minimum(levels, max_level).astype(np.int32)
+
+
+def link_new_nodes(engine: Engine, nodes: np.ndarray) -> None:
+    """Insert ``nodes`` into the graph; on return every one is reachable by searches and
+    counted in ``engine.live_nodes``."""
+    cfg = engine.config
+    done = 0
+    while done < len(nodes):
+        size = int(cfg.insert_batch_fraction * engine.live_nodes)
+        size = max(1, min(size, cfg.max_insert_batch))
+        batch = nodes[done : done + size]
+        done += len(batch)
+        rest = _seed_empty_subgraphs(engine, batch)
+        if len(rest):
+            _insert_sub_batch(engine, rest)
+        engine.live_nodes += len(batch)
+
+
+def relink_nodes(engine: Engine, nodes: np.ndarray) -> None:
+    """Insert already-linked live nodes again (new rows chosen by a fresh search), for
+    nodes that lost all their neighbors."""
+    for lo in range(0, len(nodes), engine.config.max_insert_batch):
+        _insert_sub_batch(engine, nodes[lo : lo + engine.config.max_insert_batch])
+
+
+def _seed_empty_subgraphs(engine: Engine, batch: np.ndarray) -> np.ndarray:
+    """A subgraph without an entry point takes its first new node as entry (nothing to
+    link it to); returns the rest of the batch."""
+    t = engine.store.tables
+    graphs = t.node_graph[batch]
+    empty = t.entry_node[graphs] < 0
+    if not empty.any():
+        return batch
+    empty_graphs, first = np.unique(graphs[empty], return_index=True)
+    seeds = batch[empty][first]
+    t.entry_node[empty_graphs] = seeds
+    return batch[~np.isin(batch, seeds)]
+
+
+def _insert_sub_batch(engine: Engine, batch: np.ndarray) -> None:
+    cfg = engine.config
+    t = engine.store.tables
+    levels = t.node_level[batch]
+    rows_per_node = levels + 1
+    plan_offsets = (np.cumsum(rows_per_node) - rows_per_node).astype(np.int64)
+    plan = np.zeros((int(rows_per_node.sum()), 1 + cfg.max_degree0), np.int32)
+    capacity = t.node_state.shape[0]
+
+    def plan_chunk(lo: int, hi: int, scratch: Scratch) -> None:
+        counters = np.zeros(2, np.int64)
+        plan_links(
+            t, batch, lo, hi, engine.params, engine.greedy_widths, scratch, plan, plan_offsets, counters,
+        )
+
+    engine.workers.run(len(batch), plan_chunk, capacity, cfg.ef_construction, min_chunk=2)
+    write_forward_links(t, batch, plan, plan_offsets)
+    targets, sources, edge_levels, group_starts = collect_reverse_edges(t, batch, plan, plan_offsets, capacity)
+    n_groups = len(group_starts) - 1
+
+    def reverse_chunk(lo: int, hi: int, scratch: Scratch) -> None:
+        add_reverse_links(
+            t, targets, sources, edge_levels, group_starts, lo, hi, engine.params, scratch,
+        )
+
+    engine.workers.run(n_groups, reverse_chunk, capacity, 1, min_chunk=256)
+    _promote_entry_points(engine, batch)
+
+
+def _promote_entry_points(engine: Engine, batch: np.ndarray) -> None:
+    """A new node above its subgraph's top level becomes the entry point (after it is
+    linked, so searches never start from an unlinked node)."""
+    t = engine.store.tables
+    graphs = t.node_graph[batch]
+    levels = t.node_level[batch]
+    order = np.lexsort((-levels, graphs))
+    first = np.ones(len(order), bool)
+    first[1:] = graphs[order][1:] != graphs[order][:-1]
+    tops = batch[order][first]
+    top_graphs = graphs[order][first]
+    current = t.entry_node[top_graphs]
+    higher = t.node_level[tops] > t.node_level[current]
+    t.entry_node[top_graphs[higher]] = tops[higher]

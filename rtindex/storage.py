@@ -1,0 +1,183 @@
+"""Growable tables with free lists: the dynamic structures behind the graph.
+
+Each table (vector rows, nodes, upper-level rows, items) is a set of arrays of one
+capacity plus a ``SlotPool``: freed slots are reused first, capacity grows
+geometrically, and a freed slot waits in limbo until no running search can read it.
+Growing publishes a new ``GraphTables``; searches that hold the old one read a frozen
+copy, so the writer never blocks on them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rtindex.kernels.idmap import EMPTY, idmap_get, idmap_put, idmap_rehash, idmap_remove
+from rtindex.kernels.layout import GraphTables
+
+GROWTH = 2.0
+
+
+class SlotPool:
+    """Slot allocator of one table: LIFO free list, high-water mark, epoch limbo."""
+
+    def __init__(self) -> None:
+        self.high_water = 0
+        self._free = np.empty(64, np.int32)
+        self._n_free = 0
+        self._limbo: list[tuple[int, np.ndarray]] = []
+
+    @property
+    def free_count(self) -> int:
+        return self._n_free
+
+    @property
+    def limbo_count(self) -> int:
+        return sum(len(s) for _, s in self._limbo)
+
+    @property
+    def in_use(self) -> int:
+        """Slots holding data, including retired ones that are not reusable yet."""
+        return self.high_water - self._n_free
+
+    def high_water_after(self, n: int) -> int:
+        """High-water mark once ``n`` more slots are allocated."""
+        return self.high_water + max(0, n - self._n_free)
+
+    def allocate(self, n: int) -> np.ndarray:
+        take = min(n, self._n_free)
+        out = np.empty(n, np.int32)
+        out[:take] = self._free[self._n_free - take : self._n_free][::-1]
+        self._n_free -= take
+        fresh = n - take
+        out[take:] = np.arange(self.high_water, self.high_water + fresh, dtype=np.int32)
+        self.high_water += fresh
+        return out
+
+    def retire(self, slots: np.ndarray, epoch: int) -> None:
+        if len(slots):
+            self._limbo.append((epoch, np.asarray(slots, np.int32).copy()))
+
+    def reclaim(self, oldest_active_epoch: int) -> int:
+        """Move limbo slots retired before ``oldest_active_epoch`` to the free list."""
+        ready = [s for e, s in self._limbo if e < oldest_active_epoch]
+        if not ready:
+            return 0
+        self._limbo = [(e, s) for e, s in self._limbo if e >= oldest_active_epoch]
+        slots = np.concatenate(ready)
+        need = self._n_free + len(slots)
+        if need > len(self._free):
+            grown = np.empty(max(need, 2 * len(self._free)), np.int32)
+            grown[: self._n_free] = self._free[: self._n_free]
+            self._free = grown
+        self._free[self._n_free : need] = slots
+        self._n_free = need
+        return len(slots)
+
+    def nbytes(self) -> int:
+        return self._free.nbytes + sum(s.nbytes for _, s in self._limbo)
+
+
+def _grown(arr: np.ndarray, capacity: int, fill: int | float) -> np.ndarray:
+    out = np.full((capacity, *arr.shape[1:]), fill, dtype=arr.dtype)
+    out[: arr.shape[0]] = arr
+    return out
+
+
+# which arrays belong to which table, and the value of an unused slot
+_NODE_FIELDS = {
+    "vectors": 0.0, "node_vec": -1, "node_item": -1, "node_level": 0, "node_state": 0, "node_graph": 0,
+    "node_next": -1, "node_upper": -1, "links0": 0,
+}
+_UPPER_FIELDS = {"upper_links": 0, "upper_next": -1}
+_ITEM_FIELDS = {"item_ids": -1, "item_versions": 0, "item_vec": -1, "item_first_node": -1, "item_state": 0}
+
+
+class GraphStore:
+    """The tables of one index and their allocators."""
+
+    def __init__(self, dim: int, M: int, initial_capacity: int) -> None:
+        n = initial_capacity
+        upper = max(16, n // M)
+        self.tables = GraphTables(
+            vectors=np.zeros((n, dim), np.float32),
+            node_vec=np.full(n, -1, np.int32),
+            node_item=np.full(n, -1, np.int32),
+            node_level=np.zeros(n, np.int32),
+            node_state=np.zeros(n, np.uint8),
+            node_graph=np.zeros(n, np.int32),
+            node_next=np.full(n, -1, np.int32),
+            node_upper=np.full(n, -1, np.int32),
+            links0=np.zeros((n, 1 + 2 * M), np.int32),
+            upper_links=np.zeros((upper, 1 + M), np.int32),
+            upper_next=np.full(upper, -1, np.int32),
+            item_ids=np.full(n, -1, np.int64),
+            item_versions=np.zeros(n, np.int64),
+            item_vec=np.full(n, -1, np.int32),
+            item_first_node=np.full(n, -1, np.int32),
+            item_state=np.zeros(n, np.uint8),
+            entry_node=np.full(1, -1, np.int32),
+        )
+        self.node_slots = SlotPool()
+        self.upper_slots = SlotPool()
+        self.item_slots = SlotPool()
+
+    @property
+    def node_capacity(self) -> int:
+        return self.tables.node_state.shape[0]
+
+    def ensure_capacity(self, nodes: int, upper: int, items: int) -> None:
+        """Grow tables so that slot indices below the given counts are valid."""
+        t = self.tables
+        changes: dict[str, np.ndarray] = {}
+        for need, fields, current in (
+            (nodes, _NODE_FIELDS, t.node_state.shape[0]),
+            (upper, _UPPER_FIELDS, t.upper_next.shape[0]),
+            (items, _ITEM_FIELDS, t.item_ids.shape[0]),
+        ):
+            if need <= current:
+                continue
+            capacity = max(need, int(current * GROWTH))
+            for name, fill in fields.items():
+                changes[name] = _grown(getattr(t, name), capacity, fill)
+        if changes:
+            self.tables = t._replace(**changes)
+
+    def reclaim(self, oldest_active_epoch: int) -> None:
+        for pool in (self.node_slots, self.upper_slots, self.item_slots):
+            pool.reclaim(oldest_active_epoch)
+
+    def nbytes(self) -> int:
+        pools = (self.node_slots, self.upper_slots, self.item_slots)
+        return sum(a.nbytes for a in self.tables) + sum(p.nbytes() for p in pools)
+
+
+class IdMap:
+    """External id -> item slot (numba hash table; keeps load factor <= 1/2)."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        size = 1 << max(4, int(np.ceil(np.log2(2 * capacity))))
+        self.keys = np.full(size, EMPTY, np.int64)
+        self.vals = np.full(size, -1, np.int32)
+        self.count = 0
+
+    def get(self, ids: np.ndarray) -> np.ndarray:
+        out = np.empty(ids.shape[0], np.int32)
+        idmap_get(self.keys, self.vals, ids, out)
+        return out
+
+    def put(self, ids: np.ndarray, slots: np.ndarray) -> None:
+        if 2 * (self.count + len(ids)) > self.keys.shape[0]:
+            size = self.keys.shape[0]
+            while 2 * (self.count + len(ids)) > size:
+                size *= 2
+            keys = np.full(size, EMPTY, np.int64)
+            vals = np.full(size, -1, np.int32)
+            idmap_rehash(self.keys, self.vals, keys, vals)
+            self.keys, self.vals = keys, vals
+        self.count += idmap_put(self.keys, self.vals, ids, slots)
+
+    def remove(self, ids: np.ndarray) -> None:
+        self.count -= idmap_remove(self.keys, self.vals, ids)
+
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.vals.nbytes

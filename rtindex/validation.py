@@ -1,0 +1,118 @@
+"""Checks at the edge: every public entry point converts and validates its input here,
+once, with messages that say what was wrong and what to do. Nothing here mutates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+MAX_ID = np.iinfo(np.int64).max
+
+
+def as_ids(ids: object, what: str) -> np.ndarray:
+    """int64[n] of distinct ids >= 0. Accepts integer arrays, integral floats, lists."""
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1:
+        raise ValueError(f"{what}: ids must be a 1-D array, got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{what}: empty batch (0 ids); pass at least one id")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{what}: ids contain NaN or infinity; ids must be integers >= 0")
+        if not np.all(arr == np.floor(arr)) or np.any(np.abs(arr) >= 2.0**63):
+            raise ValueError(f"{what}: ids must be whole numbers within int64; got non-integral values")
+        arr = arr.astype(np.int64)
+    elif arr.dtype.kind in "iu":
+        if arr.dtype.kind == "u" and arr.size and arr.max() > MAX_ID:
+            raise ValueError(f"{what}: ids must fit in int64 (max {MAX_ID})")
+        arr = arr.astype(np.int64, copy=False)
+    else:
+        raise ValueError(f"{what}: ids must be integers, got dtype {arr.dtype}")
+    if np.any(arr < 0):
+        bad = arr[arr < 0][:5].tolist()
+        raise ValueError(f"{what}: ids must be >= 0 (-1 marks empty result slots); got {bad}")
+    if np.unique(arr).shape[0] != arr.shape[0]:
+        uniq, counts = np.unique(arr, return_counts=True)
+        dup = uniq[counts > 1][:5].tolist()
+        raise ValueError(f"{what}: duplicate ids in one batch {dup}; send one operation per id per batch")
+    return np.ascontiguousarray(arr)
+
+
+def as_versions(versions: object | None, n: int, what: str) -> np.ndarray | None:
+    if versions is None:
+        return None
+    arr = np.asarray(versions)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.shape != (n,) or arr.dtype.kind not in "iu":
+        raise ValueError(f"{what}: versions must be {n} integers (one per id), got shape {arr.shape} dtype {arr.dtype}")
+    return np.ascontiguousarray(arr.astype(np.int64))
+
+
+def as_matrix(vectors: object, dim: int, what: str, rows: int | None = None) -> np.ndarray:
+    """float32[n, dim], finite. A single vector of length dim is accepted as one row."""
+    arr = np.asarray(vectors)
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{what}: vectors must be numeric, got dtype {arr.dtype}")
+    if arr.ndim == 1 and arr.shape[0] == dim:
+        arr = arr.reshape(1, dim)
+    if arr.ndim != 2:
+        raise ValueError(f"{what}: vectors must be a 2-D array [n, {dim}], got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{what}: empty batch (0 vectors); pass at least one")
+    if arr.shape[1] != dim:
+        raise ValueError(f"{what}: vectors have dimension {arr.shape[1]}, the index has dim={dim}")
+    if rows is not None and arr.shape[0] != rows:
+        raise ValueError(f"{what}: got {rows} ids but {arr.shape[0]} vectors; pass one vector per id")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused just below
+        out = np.ascontiguousarray(arr, dtype=np.float32)
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)[:5].tolist()
+        raise ValueError(
+            f"{what}: rows {bad} contain NaN or infinity (or values beyond float32 range); "
+            "fix or drop those rows"
+        )
+    return out
+
+
+def normalized_rows(vectors: np.ndarray, what: str) -> np.ndarray:
+    """Unit-norm copy for the cosine metric; zero rows have no direction and are refused."""
+    norms = np.linalg.norm(vectors, axis=1)
+    if np.any(norms == 0):
+        bad = np.flatnonzero(norms == 0)[:5].tolist()
+        raise ValueError(f"{what}: rows {bad} are all zeros; cosine similarity needs a non-zero vector")
+    return np.ascontiguousarray(vectors / norms[:, None], dtype=np.float32)
+
+
+def check_search_args(
+    k: object, ef: object | None, level_ef: Sequence[int] | None, default_ef: int, max_level: int
+) -> tuple[int, int, np.ndarray]:
+    """Returns (k, ef, level widths int32[max_level + 1]).
+
+    ef=None means max(default_ef, k). level_ef[i] is the beam width on level i + 1
+    (NANN's level_topn); levels not given are searched greedily (width 1).
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"search: k must be a positive integer, got {k!r}")
+    k = int(k)
+    if ef is None:
+        ef = max(default_ef, k)
+    if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or ef < 1:
+        raise ValueError(f"search: ef must be a positive integer, got {ef!r}")
+    ef = int(ef)
+    if ef < k:
+        raise ValueError(f"search: ef={ef} is smaller than k={k}; the beam must hold k results, pass ef >= k")
+    widths = np.zeros(max_level + 1, np.int32)
+    if level_ef is not None:
+        values = list(level_ef)
+        if len(values) > max_level:
+            raise ValueError(f"search: level_ef has {len(values)} entries, at most {max_level} levels exist")
+        for i, w in enumerate(values):
+            if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1:
+                raise ValueError(f"search: level_ef[{i}] (beam width on level {i + 1}) must be a positive integer, got {w!r}")
+            widths[i + 1] = w
+    return k, ef, widths
