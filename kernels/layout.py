@@ -107,6 +107,7 @@ class BuildParams(NamedTuple):
     fill: bool  # a new node's row: refill pruned places with the best pruned candidates
     rows_are_nodes: bool  # node_vec[n] == n for every node (no two nodes share a row)
     repair_alpha: float  # RobustPrune factor when repairing after deletes
+    repair_widen: int  # rows of this many closest live candidates join the repair pool
 
 
 # metric codes passed to kernels: similarity is q.x (ip; cosine on unit-norm rows) or

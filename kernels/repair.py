@@ -4,8 +4,9 @@
   results from then on but may still walk through them.
 - ``find_entry_point``: a subgraph whose entry point was tombstoned gets a live one.
 - ``repair_in_neighbors``: every live node p with a tombstoned neighbor v re-selects its
-  row from N(p) ∪ N(v) minus tombstones with RobustPrune (FreshDiskANN), filled back to
-  its previous degree with the best pruned candidates.
+  row from N(p) ∪ N(v) ∪ N(u) (u: p's few closest live candidates) minus tombstones with
+  RobustPrune (FreshDiskANN, with DiskANN's growing-alpha passes), filled back to its
+  previous degree. The wider pool keeps recall after heavy churn at a fresh build's.
   Each worker rewrites only the rows of its own range of p, and rows of tombstoned nodes
   are only read, so ranges run in parallel without locks.
 - ``collect_upper_rows``: the rows to free with the repaired (now unreachable) nodes.
@@ -106,12 +107,31 @@ def repair_in_neighbors(tables, start, stop, params, scratch):
             for i in range(n_pool):
                 pool_score[i] = similarity_of_rows(vectors, p_row, node_vec[pool_node[i]], params.metric)
             sort_pool_descending(pool_node, pool_score, n_pool)
+            if params.repair_widen > 0:
+                # widen the pool with the rows of p's closest live candidates: N(v) alone
+                # is a narrow view, and rows repaired from it drift away from what a
+                # fresh search would choose (recall after heavy churn falls)
+                n_first = n_pool
+                for a in range(min(params.repair_widen, n_first)):
+                    u_row = row_of(tables, pool_node[a], level)
+                    if u_row < 0:
+                        continue
+                    for j in range(degree_of(links, u_row)):
+                        w = links[u_row, 1 + j]
+                        if visited[w] != stamp:
+                            visited[w] = stamp
+                            if node_state[w] == LIVE and n_pool < pool_capacity:
+                                pool_node[n_pool] = w
+                                pool_score[n_pool] = similarity_of_rows(vectors, p_row, node_vec[w], params.metric)
+                                n_pool += 1
+                sort_pool_descending(pool_node, pool_score, n_pool)
             cap = params.max_degree0 if level == 0 else params.M
-            # FreshDiskANN's RobustPrune (alpha > 1 keeps long edges the deleted node
-            # carried), filled back to the row's old degree: re-pruning alone thins the
-            # graph a little with every repair, and recall with it
+            # RobustPrune with DiskANN's growing alpha keeps the long edges a deleted node
+            # carried; the row is filled back to its old degree (re-pruning alone would
+            # thin the graph a little with every repair, and recall with it)
             n_sel = select_neighbors(
-                tables, pool_node, pool_score, n_pool, cap, params.metric, params.repair_alpha, degree, selected
+                tables, pool_node, pool_score, n_pool, cap, params.metric, params.repair_alpha,
+                degree, selected,
             )
             write_row(links, row, selected, n_sel)
             repaired += 1
@@ -151,7 +171,7 @@ def level0_in_degrees(tables, node_high_water):
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def adopt_orphans(tables, node_high_water, params):
+def adopt_orphans(tables, node_high_water, params, min_in_degree):
     """Give every live node without a live in-edge on level 0 one again, so no item
     becomes unreachable under churn.
 
@@ -165,23 +185,31 @@ def adopt_orphans(tables, node_high_water, params):
     entry = tables.entry_node
     adopted = 0
     for u in range(node_high_water):
-        if node_state[u] != LIVE or in_degree[u] > 0:
+        if node_state[u] != LIVE or in_degree[u] >= min_in_degree:
             continue
         graph = tables.node_graph[u]
         if entry[graph] == u:
             continue
+        # the most similar live out-neighbor that does not point at u yet
         best_w = -1
         best_score = -np.inf
         for j in range(degree_of(links, u)):
             w = links[u, 1 + j]
             if node_state[w] != LIVE:
                 continue
+            already = False
+            for i in range(degree_of(links, w)):
+                if links[w, 1 + i] == u:
+                    already = True
+                    break
+            if already:
+                continue
             score = similarity_of_rows(tables.vectors, tables.node_vec[u], tables.node_vec[w], params.metric)
             if score > best_score:
                 best_score = score
                 best_w = w
         if best_w < 0:
-            continue  # no live out-neighbor: relinked by the caller
+            continue  # no live out-neighbor left to ask (isolated ones are relinked)
         w = best_w
         degree = degree_of(links, w)
         if degree < params.max_degree0:

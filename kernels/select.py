@@ -15,47 +15,47 @@ def select_neighbors(tables, pool_node, pool_score, n_pool, max_degree, metric, 
     """Pick up to ``max_degree`` diverse neighbors from a candidate pool.
 
     pool_node/pool_score: candidates and their similarity to the base node, sorted best
-    first. With distances d = offset - similarity, a candidate c is pruned when some
-    kept neighbor s has prune_alpha * d(c, s) <= d(c, base) (alpha = 1: plain HNSW
-    heuristic; larger keeps more long edges). Then, up to ``fill_to`` entries, the best
-    pruned candidates fill the remaining places (0 = no filling). Writes ``selected``;
-    returns the count.
+    first. With distances d = offset - similarity, candidate c is occluded at factor a
+    when some kept neighbor s has a * d(c, s) <= d(c, base). Passes at a = 1, 1.2,
+    1.44, ... up to ``prune_alpha`` keep the candidates not occluded at that factor
+    (a = 1 alone is hnswlib's heuristic; the schedule is DiskANN's occlude_list).
+    Then, up to ``fill_to`` entries, the closest remaining candidates fill the row.
+    Writes ``selected``; returns the count.
     """
     vectors = tables.vectors
     node_vec = tables.node_vec
     offset = np.float32(0.0) if metric == METRIC_L2 else np.float32(1.0)
-    alpha = np.float32(prune_alpha)
     n_sel = 0
-    for i in range(n_pool):
-        if n_sel == max_degree:
-            break
-        cand_row = node_vec[pool_node[i]]
-        to_base = offset - pool_score[i]
-        keep = True
-        for j in range(n_sel):
-            between = offset - similarity_of_rows(vectors, cand_row, node_vec[selected[j]], metric)
-            if alpha * between <= to_base:
-                keep = False
-                break
-        if keep:
-            selected[n_sel] = pool_node[i]
-            n_sel += 1
-    if fill_to > max_degree:
-        fill_to = max_degree
-    if n_sel < fill_to:
-        kept = n_sel
+    alpha = np.float32(1.0)
+    limit = np.float32(prune_alpha) * np.float32(1.0001)
+    while alpha <= limit and n_sel < max_degree:
         for i in range(n_pool):
-            if n_sel == fill_to:
+            if n_sel == max_degree:
                 break
             cand = pool_node[i]
-            taken = False
-            for j in range(kept):
-                if selected[j] == cand:
-                    taken = True
+            if cand < 0:
+                continue  # taken in an earlier pass
+            cand_row = node_vec[cand]
+            to_base = offset - pool_score[i]
+            keep = True
+            for j in range(n_sel):
+                between = offset - similarity_of_rows(vectors, cand_row, node_vec[selected[j]], metric)
+                if alpha * between <= to_base:
+                    keep = False
                     break
-            if not taken:
+            if keep:
                 selected[n_sel] = cand
                 n_sel += 1
+                pool_node[i] = -1 - cand  # mark taken (restored below)
+        alpha *= np.float32(1.2)
+    if fill_to > max_degree:
+        fill_to = max_degree
+    for i in range(n_pool):
+        if pool_node[i] < 0:
+            pool_node[i] = -1 - pool_node[i]
+        elif n_sel < fill_to:
+            selected[n_sel] = pool_node[i]
+            n_sel += 1
     return n_sel
 
 

@@ -21,6 +21,9 @@ class IndexConfig:
       more long edges, a denser and more navigable graph).
     fill_pruned: fill a new node's row back to M with the best pruned candidates.
     repair_alpha: RobustPrune factor for rows repaired after deletes (FreshDiskANN 1.2).
+    repair_widen: a repaired row also considers the rows of its this-many closest live
+      candidates (0 = FreshDiskANN's N(p) ∪ N(v) only); 3 keeps recall after heavy
+      churn at a fresh build's.
     threads: worker threads for batch search/insert/repair (0 = all cores).
     seed: random seed for node levels (same inputs + seed = same graph).
     insert_batch_fraction / max_insert_batch: size of parallel insert sub-batches as a
@@ -38,6 +41,7 @@ class IndexConfig:
     prune_alpha: float = 1.0
     fill_pruned: bool = True
     repair_alpha: float = 1.2
+    repair_widen: int = 3
     threads: int = 0
     seed: int = 0
     insert_batch_fraction: float = 0.02
@@ -62,6 +66,8 @@ class IndexConfig:
             value = getattr(self, name)
             if not 1.0 <= value <= 4.0:
                 problems.append(f"{name} must be in [1, 4], got {value!r}")
+        if not isinstance(self.repair_widen, int) or not 0 <= self.repair_widen <= 32:
+            problems.append(f"repair_widen must be an integer in [0, 32], got {self.repair_widen!r}")
         if not isinstance(self.threads, int) or self.threads < 0:
             problems.append(f"threads must be >= 0 (0 = all cores), got {self.threads!r}")
         if not 0.0 < self.insert_batch_fraction <= 1.0:

@@ -55,6 +55,7 @@ class Engine:
                 fill=bool(config.fill_pruned),
                 rows_are_nodes=True,
                 repair_alpha=float(config.repair_alpha),
+                repair_widen=int(config.repair_widen),
             ),
             greedy_widths=np.zeros(config.max_level + 1, np.int32),
         )

@@ -19,7 +19,9 @@ from rtindex.config import IndexConfig
 from rtindex.engine import Engine
 from rtindex.insert import draw_levels, link_new_nodes
 from rtindex.kernels.layout import ITEM_DELETED, ITEM_LIVE, LIVE
+from rtindex.lockstep import search_lockstep
 from rtindex.repair import consolidate, consolidation_due, fix_entry_points, tombstone_nodes_of
+from rtindex.scorers import MetricScorer, Scorer
 from rtindex.search import SearchResult, search_batch
 from rtindex.storage import IdMap
 
@@ -75,6 +77,8 @@ class Index:
         self._ids = IdMap(config.initial_capacity)
         self._rng = np.random.default_rng(config.seed)
         self._write_lock = threading.Lock()
+        # queries reach it already normalised, so it scores with the plain inner product
+        self._metric_scorer = MetricScorer("ip" if config.metric == "cosine" else config.metric, config.dim)
 
     # ------------------------------------------------------------------ writes
     def upsert(self, ids: object, vectors: object, versions: object | None = None) -> UpsertResult:
@@ -211,20 +215,44 @@ class Index:
 
     # ------------------------------------------------------------------ reads
     def search(
-        self, queries: object, k: int = 10, ef: int | None = None, level_ef: Sequence[int] | None = None
+        self,
+        queries: object,
+        k: int = 10,
+        ef: int | None = None,
+        level_ef: Sequence[int] | None = None,
+        *,
+        scorer: Scorer | None = None,
+        execution: str = "auto",
     ) -> SearchResult:
-        """k nearest items of each query, best first.
+        """k best items of each query, best first.
 
-        queries: float32[b, dim] (or one vector). ef: beam width on level 0 (default
+        queries: float32[b, dim] (or one vector); with a ``scorer``, whatever its
+        ``prepare`` takes (e.g. query features). ef: beam width on level 0 (default
         max(ef_search, k); must be >= k). level_ef[i]: beam width on level i + 1
-        (default 1, greedy). If fewer than k items are live, rows are padded with id -1
-        and score -inf.
+        (default 1, greedy; NANN's level_topn). If fewer than k items are live, rows are
+        padded with id -1 and score -inf.
+
+        scorer: score candidates with this instead of the index metric (the graph is
+        still the one built on the embeddings, as in NANN). execution: "per_query"
+        (compiled per-query kernels, built-in metric only), "lockstep" (all queries
+        advance together, one scorer call per step), "auto" (per_query for the built-in
+        metric, lockstep with a scorer).
         """
         cfg = self.config
+        if execution not in ("auto", "per_query", "lockstep"):
+            raise ValueError(f"search: execution must be auto, per_query or lockstep, got {execution!r}")
+        k, ef, widths = validation.check_search_args(k, ef, level_ef, cfg.ef_search, cfg.max_level)
+        if scorer is not None:
+            if execution == "per_query":
+                raise ValueError("search: a custom scorer needs execution='lockstep' (or 'auto')")
+            if not isinstance(scorer, Scorer):
+                raise ValueError("search: scorer must have prepare(queries) and score(state, query_index, rows)")
+            return search_lockstep(self._engine, scorer, queries, validation.batch_size(queries), k, ef, widths)
         q = validation.as_matrix(queries, cfg.dim, "search")
         if cfg.metric == "cosine":
             q = validation.normalized_rows(q, "search")
-        k, ef, widths = validation.check_search_args(k, ef, level_ef, cfg.ef_search, cfg.max_level)
+        if execution == "lockstep":
+            return search_lockstep(self._engine, self._metric_scorer, q, len(q), k, ef, widths)
         return search_batch(self._engine, q, k, ef, widths)
 
     def get(self, ids: object) -> GetResult:

@@ -55,7 +55,7 @@ def _keep_everyone_reachable(engine: Engine) -> None:
     if len(alone):
         relink_nodes(engine, alone)
         engine.counters.relinked += len(alone)
-    engine.counters.adopted += int(adopt_orphans(t, high_water, engine.params))
+    engine.counters.adopted += int(adopt_orphans(t, high_water, engine.params, 1))
 
 
 def consolidate(engine: Engine) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 from rtindex.kernels.idmap import EMPTY, idmap_get, idmap_put, idmap_rehash, idmap_remove
 from rtindex.kernels.layout import GraphTables
 
-GROWTH = 2.0
+GROWTH = 1.5
 
 
 class SlotPool:

@@ -88,6 +88,24 @@ def normalized_rows(vectors: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(vectors / norms[:, None], dtype=np.float32)
 
 
+def batch_size(queries: object) -> int:
+    """Number of queries in a batch given to a scorer: rows of an array, or of the first
+    tensor of a mapping of named features."""
+    if isinstance(queries, dict):
+        if not queries:
+            raise ValueError("search: no query features given")
+        first = next(iter(queries.values()))
+        n = len(first)
+    else:
+        try:
+            n = len(queries)  # type: ignore[arg-type]
+        except TypeError:
+            raise ValueError(f"search: queries must be a batch (array or mapping of arrays), got {type(queries).__name__}") from None
+    if n == 0:
+        raise ValueError("search: empty batch (0 queries); pass at least one")
+    return n
+
+
 def check_search_args(
     k: object, ef: object | None, level_ef: Sequence[int] | None, default_ef: int, max_level: int
 ) -> tuple[int, int, np.ndarray]:
