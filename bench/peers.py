@@ -72,6 +72,19 @@ class RtindexPeer(Peer):
         return int(self.index.stats()["memory_bytes"])
 
 
+class RtindexHalfPeer(RtindexPeer):
+    """rtindex walking the graph on a float16 copy of the rows (traversal_precision=
+    "float16"; results rescored in float32, so scores stay exact)."""
+
+    name = "rtindex-f16"
+
+    def __init__(self, p: Params, capacity: int) -> None:
+        self.index = Index(
+            dim=p.dim, metric=p.metric, M=p.M, ef_construction=p.ef_construction, threads=p.threads,
+            traversal_precision="float16",
+        )
+
+
 class RtindexLockstepPeer(Peer):
     """The same rtindex index searched with the lock-step batch engine (all queries
     advance together, one scorer call per step) instead of per-query kernels."""
@@ -208,4 +221,4 @@ class UsearchPeer(Peer):
         return int(self.index.memory_usage)
 
 
-ALL_PEERS = {cls.name: cls for cls in (RtindexPeer, HnswlibPeer, FaissPeer, UsearchPeer)}
+ALL_PEERS = {cls.name: cls for cls in (RtindexPeer, RtindexHalfPeer, HnswlibPeer, FaissPeer, UsearchPeer)}

@@ -2,17 +2,23 @@
 
 This is the search path for the built-in metrics on the CPU: one query per call of
 ``search_one``, many queries per ``search_queries`` call (a worker thread's share of a
-batch). The lock-step batch shape used by neural scorers lives in ``lockstep.py``.
+batch). The lock-step batch shape used by scorers lives in ``lockstep.py``.
+
+``mode`` (layout.SearchMode) says how rows are read: the metric, whether a node's
+vector row is its own id, and whether to traverse on the float16 copy (final results
+are then rescored in float32, so returned scores are exact).
 """
 
 import numpy as np
 from numba import njit
 
 from .graph import adjacency, degree_of, next_stamp, row_of
+from .half import half_to_float
 from .heaps import heap_drain_descending, heap_pop, heap_push, heap_push_bounded, heap_replace_top
 from .layout import LIVE, METRIC_L2
 from .prefetch import prefetch_whole_row
 from .scoring import similarity_to_row
+from .select import sort_pool_descending
 
 
 @njit(nogil=True, cache=True)
@@ -31,13 +37,28 @@ def _compact_candidates(cand_key, cand_val, size, worst_kept):
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def beam_search_layer(
-    tables, query, metric, direct_rows, level, ef, live_only, entry_nodes, entry_scores, n_entries, scratch, counters
-):
+def traversal_score(tables, query, mode, node):
+    """Similarity used while walking the graph (float16 copy in half mode)."""
+    row = node if mode.direct_rows else tables.node_vec[node]
+    if not mode.half:
+        return similarity_to_row(query, tables.vectors, row, mode.metric)
+    halves = tables.vectors16
+    acc = np.float32(0.0)
+    if mode.metric == METRIC_L2:
+        for i in range(query.shape[0]):
+            d = query[i] - half_to_float(halves[row, i])
+            acc -= d * d
+    else:
+        for i in range(query.shape[0]):
+            acc += query[i] * half_to_float(halves[row, i])
+    return acc
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def beam_search_layer(tables, query, mode, level, ef, live_only, entry_nodes, entry_scores, n_entries, scratch, counters):
     """Best-first search of width ``ef`` on one layer (hnswlib's searchBaseLayer).
 
-    direct_rows: every node's vector row is its own id (node_vec[n] == n), which saves
-    a dependent load per neighbor on the hottest loop. Entries are already scored. Tombstoned nodes are traversed but, with ``live_only``,
+    Entries are already scored. Tombstoned nodes are traversed but, with ``live_only``,
     never enter the results. Results are left in scratch.res_key/res_val as a min-heap
     on similarity; returns their count. counters[0] += expansions, counters[1] += scored.
     """
@@ -52,9 +73,13 @@ def beam_search_layer(
     node_state = tables.node_state
     node_vec = tables.node_vec
     vectors = tables.vectors
+    halves = tables.vectors16
     links = adjacency(tables, level)
     n_nodes = visited.shape[0]
     dim = query.shape[0]
+    metric = mode.metric
+    direct_rows = mode.direct_rows
+    half = mode.half
     n_cand = 0
     n_res = 0
     for i in range(n_entries):
@@ -86,14 +111,26 @@ def beam_search_layer(
                 visited[nb] = stamp
                 block[n_block] = nb
                 n_block += 1
-                prefetch_whole_row(vectors, nb if direct_rows else node_vec[nb])
+                vrow = nb if direct_rows else node_vec[nb]
+                if half:
+                    prefetch_whole_row(halves, vrow)
+                else:
+                    prefetch_whole_row(vectors, vrow)
         for j in range(n_block):
             nb = block[j]
-            # similarity written out here rather than called: a call per row costs
-            # more than the 128-float dot product itself
+            # the similarity is written out here rather than called: a call per row
+            # costs more than the 128-float dot product itself
             vrow = nb if direct_rows else node_vec[nb]
             score = np.float32(0.0)
-            if metric == METRIC_L2:
+            if half:
+                if metric == METRIC_L2:
+                    for i in range(dim):
+                        d = query[i] - half_to_float(halves[vrow, i])
+                        score -= d * d
+                else:
+                    for i in range(dim):
+                        score += query[i] * half_to_float(halves[vrow, i])
+            elif metric == METRIC_L2:
                 for i in range(dim):
                     d = query[i] - vectors[vrow, i]
                     score -= d * d
@@ -120,9 +157,7 @@ def beam_search_layer(
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def descend_to_level(
-    tables, query, metric, direct_rows, graph, stop_level, level_ef, entry_nodes, entry_scores, scratch, counters
-):
+def descend_to_level(tables, query, mode, graph, stop_level, level_ef, entry_nodes, entry_scores, scratch, counters):
     """Search the upper layers from the subgraph's entry point down to ``stop_level``+1.
 
     Writes the entry set for ``stop_level`` into entry_nodes/entry_scores (best first)
@@ -134,7 +169,7 @@ def descend_to_level(
         return 0
     top = tables.node_level[entry]
     entry_nodes[0] = entry
-    entry_scores[0] = similarity_to_row(query, tables.vectors, tables.node_vec[entry], metric)
+    entry_scores[0] = traversal_score(tables, query, mode, entry)
     counters[1] += 1
     n_entries = 1
     for level in range(top, stop_level, -1):
@@ -142,8 +177,7 @@ def descend_to_level(
         if width < 1:
             width = 1
         n_res = beam_search_layer(
-            tables, query, metric, direct_rows, level, width, False, entry_nodes, entry_scores, n_entries, scratch,
-            counters,
+            tables, query, mode, level, width, False, entry_nodes, entry_scores, n_entries, scratch, counters
         )
         n_entries = heap_drain_descending(scratch.res_key, scratch.res_val, n_res, entry_scores, entry_nodes)
     return n_entries
@@ -166,47 +200,40 @@ def sort_ties_by_id(scores, ids, n):
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def search_one(tables, query, metric, direct_rows, graph, k, ef, level_ef, scratch, out_ids, out_scores, out_stats):
-    """Full HNSW search of one query. Writes k external ids / similarities (best first,
-    -1 / -inf padded, one entry per item) and out_stats = [expansions, scored rows]."""
-    out_stats[0] = 0
-    out_stats[1] = 0
-    n = scratch.res_key.shape[0]
-    entry_nodes = scratch.pool_node[:n]
-    entry_scores = scratch.pool_score[:n]
-    n_entries = descend_to_level(
-        tables, query, metric, direct_rows, graph, 0, level_ef, entry_nodes, entry_scores, scratch, out_stats
-    )
-    n_res = 0
-    if n_entries > 0:
-        n_res = beam_search_layer(
-            tables, query, metric, direct_rows, 0, ef, True, entry_nodes, entry_scores, n_entries, scratch, out_stats
-        )
-        n_res = heap_drain_descending(scratch.res_key, scratch.res_val, n_res, entry_scores, entry_nodes)
-    # node -> item -> external id, skipping a second node of an item (an item refreshed
-    # while this search ran, or one in several subgraphs)
-    item_of = scratch.selected
+def rescore_exact(tables, query, metric, direct_rows, nodes, scores, n):
+    """Replace float16 traversal scores by float32 ones and re-sort, best first."""
+    for i in range(n):
+        row = nodes[i] if direct_rows else tables.node_vec[nodes[i]]
+        scores[i] = similarity_to_row(query, tables.vectors, row, metric)
+    sort_pool_descending(nodes, scores, n)
+
+
+@njit(nogil=True, cache=True)
+def write_results(tables, nodes, scores, n, k, out_ids, out_scores, item_scratch):
+    """Best-first (node, score) list -> k external ids / scores: live nodes only, one
+    entry per item (an item refreshed while the search ran, or one in several
+    subgraphs, has several nodes), equal scores by ascending id, -1 / -inf padding."""
     node_state = tables.node_state
     node_item = tables.node_item
     item_ids = tables.item_ids
     written = 0
-    for i in range(n_res):
+    for i in range(n):
         if written == k:
             break
-        node = entry_nodes[i]
+        node = nodes[i]
         if node_state[node] != LIVE:  # tombstoned while we searched
             continue
         item = node_item[node]
         duplicate = False
         for j in range(written):
-            if item_of[j] == item:
+            if item_scratch[j] == item:
                 duplicate = True
                 break
         if duplicate:
             continue
-        item_of[written] = item
+        item_scratch[written] = item
         out_ids[written] = item_ids[item]
-        out_scores[written] = entry_scores[i]
+        out_scores[written] = scores[i]
         written += 1
     sort_ties_by_id(out_scores, out_ids, written)
     for i in range(written, k):
@@ -216,12 +243,28 @@ def search_one(tables, query, metric, direct_rows, graph, k, ef, level_ef, scrat
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def search_queries(
-    tables, queries, metric, direct_rows, graph, k, ef, level_ef, scratch, start, stop, out_ids, out_scores, out_stats
-):
+def search_one(tables, query, mode, graph, k, ef, level_ef, scratch, out_ids, out_scores, out_stats):
+    """Full HNSW search of one query. Writes k external ids / similarities (best first,
+    -1 / -inf padded, one entry per item) and out_stats = [expansions, scored rows]."""
+    out_stats[0] = 0
+    out_stats[1] = 0
+    n = scratch.res_key.shape[0]
+    entry_nodes = scratch.pool_node[:n]
+    entry_scores = scratch.pool_score[:n]
+    n_entries = descend_to_level(tables, query, mode, graph, 0, level_ef, entry_nodes, entry_scores, scratch, out_stats)
+    n_res = 0
+    if n_entries > 0:
+        n_res = beam_search_layer(
+            tables, query, mode, 0, ef, True, entry_nodes, entry_scores, n_entries, scratch, out_stats
+        )
+        n_res = heap_drain_descending(scratch.res_key, scratch.res_val, n_res, entry_scores, entry_nodes)
+        if mode.half:
+            rescore_exact(tables, query, mode.metric, mode.direct_rows, entry_nodes, entry_scores, n_res)
+    return write_results(tables, entry_nodes, entry_scores, n_res, k, out_ids, out_scores, scratch.selected)
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def search_queries(tables, queries, mode, graph, k, ef, level_ef, scratch, start, stop, out_ids, out_scores, out_stats):
     """Search queries[start:stop] one after another (one worker's share of a batch)."""
     for i in range(start, stop):
-        search_one(
-            tables, queries[i], metric, direct_rows, graph, k, ef, level_ef, scratch, out_ids[i], out_scores[i],
-            out_stats[i],
-        )
+        search_one(tables, queries[i], mode, graph, k, ef, level_ef, scratch, out_ids[i], out_scores[i], out_stats[i])

@@ -20,18 +20,21 @@ def _hash(key, mask):
 
 
 @njit(nogil=True, cache=True)
+def _find_slot(keys, key, mask):
+    """Position of key, or of the empty cell ending its probe run."""
+    pos = _hash(key, mask)
+    while keys[pos] != EMPTY and keys[pos] != key:
+        pos = (pos + 1) & mask
+    return pos
+
+
+@njit(nogil=True, cache=True)
 def idmap_get(keys, vals, ids, out):
     """out[i] = slot of ids[i], or -1 if absent."""
     mask = keys.shape[0] - 1
     for i in range(ids.shape[0]):
-        key = ids[i]
-        pos = _hash(key, mask)
-        out[i] = -1
-        while keys[pos] != EMPTY:
-            if keys[pos] == key:
-                out[i] = vals[pos]
-                break
-            pos = (pos + 1) & mask
+        pos = _find_slot(keys, ids[i], mask)
+        out[i] = vals[pos] if keys[pos] != EMPTY else -1
 
 
 @njit(nogil=True, cache=True)
@@ -42,9 +45,7 @@ def idmap_put(keys, vals, ids, slots):
     added = 0
     for i in range(ids.shape[0]):
         key = ids[i]
-        pos = _hash(key, mask)
-        while keys[pos] != EMPTY and keys[pos] != key:
-            pos = (pos + 1) & mask
+        pos = _find_slot(keys, key, mask)
         if keys[pos] == EMPTY:
             added += 1
         keys[pos] = key
@@ -58,10 +59,7 @@ def idmap_remove(keys, vals, ids):
     mask = keys.shape[0] - 1
     removed = 0
     for i in range(ids.shape[0]):
-        key = ids[i]
-        pos = _hash(key, mask)
-        while keys[pos] != EMPTY and keys[pos] != key:
-            pos = (pos + 1) & mask
+        pos = _find_slot(keys, ids[i], mask)
         if keys[pos] == EMPTY:
             continue
         removed += 1

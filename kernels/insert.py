@@ -23,11 +23,12 @@ from .select import select_neighbors, sort_pool_descending
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def plan_links(tables, nodes, start, stop, params, greedy_widths, scratch, plan, plan_offsets, counters):
+def plan_links(tables, nodes, start, stop, params, mode, greedy_widths, scratch, plan, plan_offsets, counters):
     """Choose the out-neighbors of nodes[start:stop] on each of their layers.
 
     plan[plan_offsets[b] + level] receives node b's selection for ``level`` (column 0 =
-    count). Nothing in the graph is written.
+    count). Nothing in the graph is written. ``mode``: how the searches read rows
+    (float32: a float16 walk made builds no faster and the graph no better).
     """
     res_cap = scratch.res_key.shape[0]
     entry_nodes = scratch.pool_node[:res_cap]
@@ -47,12 +48,11 @@ def plan_links(tables, nodes, start, stop, params, greedy_widths, scratch, plan,
         top = tables.node_level[entry]
         stop_level = node_level if node_level < top else top
         n_entries = descend_to_level(
-            tables, query, params.metric, params.rows_are_nodes, graph, stop_level, greedy_widths,
-            entry_nodes, entry_scores, scratch, counters,
+            tables, query, mode, graph, stop_level, greedy_widths, entry_nodes, entry_scores, scratch, counters
         )
         for level in range(stop_level, -1, -1):
             n_res = beam_search_layer(
-                tables, query, params.metric, params.rows_are_nodes, level, params.ef_construction, True,
+                tables, query, mode, level, params.ef_construction, True,
                 entry_nodes, entry_scores, n_entries, scratch, counters,
             )
             n_res = heap_drain_descending(scratch.res_key, scratch.res_val, n_res, entry_scores, entry_nodes)

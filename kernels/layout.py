@@ -31,7 +31,9 @@ class GraphTables(NamedTuple):
     Nodes (graph vertices; an item owns one node per subgraph it belongs to):
       vectors     float32[cap_nodes, dim]  embedding rows (unit-norm for cosine); a
                   node's own row has its id, and node_vec says which row it reads
-      node_vec    int32[cap_nodes]   vector row read by this node (several nodes of an
+      vectors16   uint16[cap_nodes, dim or 0]  float16 bits of the rows, for traversal
+                  with traversal_precision="float16" (zero columns otherwise)
+    node_vec    int32[cap_nodes]   vector row read by this node (several nodes of an
                   item may share one row)
       node_item   int32[cap_nodes]   item slot this node belongs to
       node_level  int32[cap_nodes]   top HNSW level of the node
@@ -54,6 +56,7 @@ class GraphTables(NamedTuple):
     """
 
     vectors: np.ndarray
+    vectors16: np.ndarray
     node_vec: np.ndarray
     node_item: np.ndarray
     node_level: np.ndarray
@@ -96,6 +99,14 @@ class Scratch(NamedTuple):
     selected: np.ndarray
 
 
+class SearchMode(NamedTuple):
+    """How a beam search reads rows."""
+
+    metric: int  # METRIC_DOT or METRIC_L2
+    direct_rows: bool  # node_vec[n] == n for every node: skip that lookup
+    half: bool  # score on the float16 copy (results are rescored in float32)
+
+
 class BuildParams(NamedTuple):
     """Graph construction parameters, as kernels read them."""
 
@@ -105,7 +116,6 @@ class BuildParams(NamedTuple):
     ef_construction: int
     prune_alpha: float  # RobustPrune factor (1.0 = HNSW heuristic)
     fill: bool  # a new node's row: refill pruned places with the best pruned candidates
-    rows_are_nodes: bool  # node_vec[n] == n for every node (no two nodes share a row)
     repair_alpha: float  # RobustPrune factor when repairing after deletes
     repair_widen: int  # rows of this many closest live candidates join the repair pool
 

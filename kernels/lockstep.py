@@ -13,8 +13,8 @@ the results is never expanded there either).
 import numpy as np
 from numba import njit
 
+from .beam_search import write_results
 from .graph import adjacency, degree_of, row_of
-from .layout import LIVE
 
 
 @njit(nogil=True, cache=True)
@@ -110,41 +110,6 @@ def gather_rows(vectors, node_vec, nodes, out):
 
 @njit(nogil=True, cache=True)
 def finish_results(tables, beam_scores, beam_nodes, beam_size, k, out_ids, out_scores, item_scratch):
-    """Beam -> k external ids / scores per query: live nodes only, one entry per item,
-    equal scores by ascending id, -1 / -inf padding (as the per-query search)."""
-    node_state = tables.node_state
-    node_item = tables.node_item
-    item_ids = tables.item_ids
+    """Beam -> k external ids / scores per query, exactly as the per-query search."""
     for q in range(beam_scores.shape[0]):
-        written = 0
-        for i in range(beam_size[q]):
-            if written == k:
-                break
-            node = beam_nodes[q, i]
-            if node_state[node] != LIVE:
-                continue
-            item = node_item[node]
-            duplicate = False
-            for j in range(written):
-                if item_scratch[j] == item:
-                    duplicate = True
-                    break
-            if duplicate:
-                continue
-            item_scratch[written] = item
-            out_ids[q, written] = item_ids[item]
-            out_scores[q, written] = beam_scores[q, i]
-            written += 1
-        for i in range(1, written):
-            s = out_scores[q, i]
-            v = out_ids[q, i]
-            j = i - 1
-            while j >= 0 and (out_scores[q, j] < s or (out_scores[q, j] == s and out_ids[q, j] > v)):
-                out_scores[q, j + 1] = out_scores[q, j]
-                out_ids[q, j + 1] = out_ids[q, j]
-                j -= 1
-            out_scores[q, j + 1] = s
-            out_ids[q, j + 1] = v
-        for i in range(written, k):
-            out_ids[q, i] = -1
-            out_scores[q, i] = -np.inf
+        write_results(tables, beam_nodes[q], beam_scores[q], beam_size[q], k, out_ids[q], out_scores[q], item_scratch)

@@ -45,3 +45,4 @@ def prefetch_whole_row(array, row):
     per_line = max(1, 64 // array.itemsize)
     for col in range(0, array.shape[1], per_line):
         prefetch_at(array, row, col)
+

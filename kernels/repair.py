@@ -48,6 +48,19 @@ def find_entry_point(tables, graph, node_high_water):
     return best
 
 
+@njit(nogil=True, cache=True)
+def _add_row_to_pool(tables, links, row, visited, stamp, pool_node, n_pool):
+    """Append the live, not yet seen entries of links[row] to the pool; returns its size."""
+    for j in range(degree_of(links, row)):
+        w = links[row, 1 + j]
+        if visited[w] != stamp:
+            visited[w] = stamp
+            if tables.node_state[w] == LIVE and n_pool < pool_node.shape[0]:
+                pool_node[n_pool] = w
+                n_pool += 1
+    return n_pool
+
+
 @njit(nogil=True, cache=True, fastmath=True)
 def repair_in_neighbors(tables, start, stop, params, scratch):
     """Repair the rows of live nodes start..stop-1 that point at tombstoned nodes.
@@ -61,7 +74,6 @@ def repair_in_neighbors(tables, start, stop, params, scratch):
     node_state = tables.node_state
     node_vec = tables.node_vec
     vectors = tables.vectors
-    pool_capacity = pool_node.shape[0]
     repaired = 0
     for p in range(start, stop):
         if node_state[p] != LIVE:
@@ -94,15 +106,8 @@ def repair_in_neighbors(tables, start, stop, params, scratch):
                 if node_state[v] != TOMBSTONE:
                     continue
                 v_row = row_of(tables, v, level)
-                if v_row < 0:
-                    continue
-                for j in range(degree_of(links, v_row)):
-                    w = links[v_row, 1 + j]
-                    if visited[w] != stamp:
-                        visited[w] = stamp
-                        if node_state[w] == LIVE and n_pool < pool_capacity:
-                            pool_node[n_pool] = w
-                            n_pool += 1
+                if v_row >= 0:
+                    n_pool = _add_row_to_pool(tables, links, v_row, visited, stamp, pool_node, n_pool)
             p_row = node_vec[p]
             for i in range(n_pool):
                 pool_score[i] = similarity_of_rows(vectors, p_row, node_vec[pool_node[i]], params.metric)
@@ -114,16 +119,10 @@ def repair_in_neighbors(tables, start, stop, params, scratch):
                 n_first = n_pool
                 for a in range(min(params.repair_widen, n_first)):
                     u_row = row_of(tables, pool_node[a], level)
-                    if u_row < 0:
-                        continue
-                    for j in range(degree_of(links, u_row)):
-                        w = links[u_row, 1 + j]
-                        if visited[w] != stamp:
-                            visited[w] = stamp
-                            if node_state[w] == LIVE and n_pool < pool_capacity:
-                                pool_node[n_pool] = w
-                                pool_score[n_pool] = similarity_of_rows(vectors, p_row, node_vec[w], params.metric)
-                                n_pool += 1
+                    if u_row >= 0:
+                        n_pool = _add_row_to_pool(tables, links, u_row, visited, stamp, pool_node, n_pool)
+                for i in range(n_first, n_pool):
+                    pool_score[i] = similarity_of_rows(vectors, p_row, node_vec[pool_node[i]], params.metric)
                 sort_pool_descending(pool_node, pool_score, n_pool)
             cap = params.max_degree0 if level == 0 else params.M
             # RobustPrune with DiskANN's growing alpha keeps the long edges a deleted node

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 METRICS = ("ip", "cosine", "l2")
 
@@ -20,9 +21,13 @@ class IndexConfig:
     prune_alpha: neighbor pruning factor (1.0 = HNSW heuristic; DiskANN uses 1.2: keeps
       more long edges, a denser and more navigable graph).
     fill_pruned: fill a new node's row back to M with the best pruned candidates.
+    traversal_precision: "float32", or "float16": searches walk the graph on a float16
+      copy of the rows (half the memory traffic, +50% vector memory) and rescore the
+      final candidates in float32, so returned scores stay exact. Values must fit
+      float16 (|x| <= 65504).
     repair_alpha: RobustPrune factor for rows repaired after deletes (FreshDiskANN 1.2).
     repair_widen: a repaired row also considers the rows of its this-many closest live
-      candidates (0 = FreshDiskANN's N(p) ∪ N(v) only); 3 keeps recall after heavy
+      candidates (0 = FreshDiskANN's N(p) ∪ N(v) only); 2 keeps recall after heavy
       churn at a fresh build's.
     threads: worker threads for batch search/insert/repair (0 = all cores).
     seed: random seed for node levels (same inputs + seed = same graph).
@@ -40,8 +45,9 @@ class IndexConfig:
     ef_search: int = 64
     prune_alpha: float = 1.0
     fill_pruned: bool = True
+    traversal_precision: str = "float32"
     repair_alpha: float = 1.2
-    repair_widen: int = 3
+    repair_widen: int = 2
     threads: int = 0
     seed: int = 0
     insert_batch_fraction: float = 0.02
@@ -62,6 +68,8 @@ class IndexConfig:
             problems.append(f"ef_construction must be a positive integer, got {self.ef_construction!r}")
         if not isinstance(self.ef_search, int) or self.ef_search < 1:
             problems.append(f"ef_search must be a positive integer, got {self.ef_search!r}")
+        if self.traversal_precision not in ("float32", "float16"):
+            problems.append(f"traversal_precision must be float32 or float16, got {self.traversal_precision!r}")
         for name in ("prune_alpha", "repair_alpha"):
             value = getattr(self, name)
             if not 1.0 <= value <= 4.0:
@@ -89,7 +97,7 @@ class IndexConfig:
     def level_multiplier(self) -> float:
         return 1.0 / math.log(self.M)
 
-    @property
+    @cached_property
     def max_level(self) -> int:
         """Levels are capped where reaching them takes ~1e12 nodes."""
         return max(4, min(32, math.ceil(math.log(1e12) / math.log(self.M))))

@@ -9,8 +9,9 @@ import numpy as np
 
 from rtindex.config import IndexConfig
 from rtindex.epochs import ReaderEpochs
-from rtindex.kernels.layout import BuildParams, metric_code
-from rtindex.runtime import ScratchPool, Workers
+from rtindex.kernels.beam_search import search_queries
+from rtindex.kernels.layout import BuildParams, SearchMode, metric_code
+from rtindex.runtime import BoundKernel, ScratchPool, Workers
 from rtindex.storage import GraphStore
 
 
@@ -33,29 +34,34 @@ class Engine:
     workers: Workers
     epochs: ReaderEpochs
     params: BuildParams
+    search_mode: SearchMode  # how searches read rows (float16 copy with traversal_precision="float16")
+    build_mode: SearchMode  # how insertion's searches read rows (always float32)
     greedy_widths: np.ndarray  # int32[max_level + 1] of zeros: width 1 on every upper level
+    search_kernel: BoundKernel = field(default_factory=lambda: BoundKernel(search_queries))
     live_nodes: int = 0
     tombstones: int = 0
     counters: Counters = field(default_factory=Counters)
 
     @classmethod
     def create(cls, config: IndexConfig) -> Engine:
-        scratch = ScratchPool(config.max_degree0)
+        scratch = ScratchPool(config.max_degree0, max_idle=4 * config.worker_threads + 4)
+        code = metric_code(config.metric)
         return cls(
             config=config,
-            store=GraphStore(config.dim, config.M, config.initial_capacity),
+            store=GraphStore(config.dim, config.M, config.initial_capacity, config.traversal_precision == "float16"),
             workers=Workers(config.worker_threads, scratch),
             epochs=ReaderEpochs(),
             params=BuildParams(
-                metric=metric_code(config.metric),
+                metric=code,
                 M=config.M,
                 max_degree0=config.max_degree0,
                 ef_construction=config.ef_construction,
                 prune_alpha=float(config.prune_alpha),
                 fill=bool(config.fill_pruned),
-                rows_are_nodes=True,
                 repair_alpha=float(config.repair_alpha),
                 repair_widen=int(config.repair_widen),
             ),
+            search_mode=SearchMode(metric=code, direct_rows=True, half=config.traversal_precision == "float16"),
+            build_mode=SearchMode(metric=code, direct_rows=True, half=False),
             greedy_widths=np.zeros(config.max_level + 1, np.int32),
         )

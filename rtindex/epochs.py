@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 
 class ReaderEpochs:
@@ -20,18 +18,21 @@ class ReaderEpochs:
         self._epoch = 1
         self._active: Counter[int] = Counter()
 
-    @contextmanager
-    def reading(self) -> Iterator[int]:
+    def reading(self) -> _Reading:
+        """Context manager marking one search: ``with epochs.reading(): ...``."""
+        return _Reading(self)
+
+    def _enter(self) -> int:
         with self._lock:
             epoch = self._epoch
             self._active[epoch] += 1
-        try:
-            yield epoch
-        finally:
-            with self._lock:
-                self._active[epoch] -= 1
-                if self._active[epoch] == 0:
-                    del self._active[epoch]
+            return epoch
+
+    def _exit(self, epoch: int) -> None:
+        with self._lock:
+            self._active[epoch] -= 1
+            if self._active[epoch] == 0:
+                del self._active[epoch]
 
     def advance(self) -> int:
         """Close the current epoch; returns it (the retire stamp for freed slots)."""
@@ -49,3 +50,20 @@ class ReaderEpochs:
     def active_readers(self) -> int:
         with self._lock:
             return sum(self._active.values())
+
+
+class _Reading:
+    """A plain class rather than @contextmanager: it sits on every search call."""
+
+    __slots__ = ("_epoch", "_epochs")
+
+    def __init__(self, epochs: ReaderEpochs) -> None:
+        self._epochs = epochs
+        self._epoch = 0
+
+    def __enter__(self) -> int:
+        self._epoch = self._epochs._enter()
+        return self._epoch
+
+    def __exit__(self, *exc: object) -> None:
+        self._epochs._exit(self._epoch)

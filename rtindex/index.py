@@ -96,6 +96,8 @@ class Index:
         versions = validation.as_versions(versions, len(ids), "upsert")
         if cfg.metric == "cosine":
             rows = validation.normalized_rows(rows, "upsert")
+        if cfg.traversal_precision == "float16":
+            validation.check_float16_range(rows, "upsert")
         engine = self._engine
         store = engine.store
         with self._write_lock:
@@ -126,6 +128,8 @@ class Index:
             store.ensure_capacity(store.node_slots.high_water, store.upper_slots.high_water, store.item_slots.high_water)
             t = store.tables
             t.vectors[vector_rows] = rows[order]
+            if t.vectors16.shape[1]:
+                t.vectors16[vector_rows] = rows[order].astype(np.float16).view(np.uint16)
             items = np.concatenate([new_items, slots[refresh]])
             self._write_nodes(nodes, vector_rows, items, levels, upper_rows)
             t.item_ids[new_items] = ids[new]
@@ -241,7 +245,7 @@ class Index:
         cfg = self.config
         if execution not in ("auto", "per_query", "lockstep"):
             raise ValueError(f"search: execution must be auto, per_query or lockstep, got {execution!r}")
-        k, ef, widths = validation.check_search_args(k, ef, level_ef, cfg.ef_search, cfg.max_level)
+        k, ef, widths, beam = validation.check_search_args(k, ef, level_ef, cfg.ef_search, cfg.max_level)
         if scorer is not None:
             if execution == "per_query":
                 raise ValueError("search: a custom scorer needs execution='lockstep' (or 'auto')")
@@ -253,7 +257,7 @@ class Index:
             q = validation.normalized_rows(q, "search")
         if execution == "lockstep":
             return search_lockstep(self._engine, self._metric_scorer, q, len(q), k, ef, widths)
-        return search_batch(self._engine, q, k, ef, widths)
+        return search_batch(self._engine, q, k, ef, widths, beam)
 
     def get(self, ids: object) -> GetResult:
         """Stored embedding and version of each id (found=False for unknown ids)."""

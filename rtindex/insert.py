@@ -70,7 +70,8 @@ def _insert_sub_batch(engine: Engine, batch: np.ndarray) -> None:
     def plan_chunk(lo: int, hi: int, scratch: Scratch) -> None:
         counters = np.zeros(2, np.int64)
         plan_links(
-            t, batch, lo, hi, engine.params, engine.greedy_widths, scratch, plan, plan_offsets, counters,
+            t, batch, lo, hi, engine.params, engine.build_mode, engine.greedy_widths, scratch, plan, plan_offsets,
+            counters,
         )
 
     engine.workers.run(len(batch), plan_chunk, capacity, cfg.ef_construction, min_chunk=2)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import numba
 import numpy as np
 
 from rtindex.kernels.layout import Scratch
@@ -33,35 +35,54 @@ def _new_scratch(node_capacity: int, beam: int, pool: int, block: int) -> Scratc
 
 
 class ScratchPool:
-    """Reusable scratch sets; a caller takes one per running chunk and gives it back."""
+    """Reusable scratch sets; a caller takes one per running chunk and gives it back.
 
-    def __init__(self, max_degree0: int) -> None:
+    Each set holds a visited array as long as the node table, so idle sets are few
+    (``max_idle``) and those left too small by a grown table are dropped.
+    """
+
+    def __init__(self, max_degree0: int, max_idle: int) -> None:
         self._lock = threading.Lock()
         self._idle: list[Scratch] = []
         self._block = max_degree0
+        self._max_idle = max_idle
+        self._capacity = 0
 
     def acquire(self, node_capacity: int, beam: int, results: int = 0) -> Scratch:
         # pool = candidate pool of a repair: a node's row plus the rows of its neighbors
         pool = max(beam, results, self._block * (self._block + 1))
         with self._lock:
+            if node_capacity > self._capacity:  # the table grew: older sets are too small
+                self._capacity = node_capacity
+                self._idle = [s for s in self._idle if s.visited.shape[0] >= node_capacity]
             for i, s in enumerate(self._idle):
-                if (
-                    s.visited.shape[0] >= node_capacity
-                    and s.res_key.shape[0] >= beam
-                    and s.pool_node.shape[0] >= pool
-                ):
+                if s.res_key.shape[0] >= beam and s.pool_node.shape[0] >= pool:
                     return self._idle.pop(i)
-            if len(self._idle) > 64:
-                self._idle.pop(0)
         return _new_scratch(node_capacity, beam, pool, self._block)
 
     def release(self, scratch: Scratch) -> None:
         with self._lock:
             self._idle.append(scratch)
+            if len(self._idle) > self._max_idle:
+                self._idle.pop(0)
 
     def nbytes(self) -> int:
         with self._lock:
             return sum(a.nbytes for s in self._idle for a in s)
+
+
+_executors: dict[int, ThreadPoolExecutor] = {}
+_executors_lock = threading.Lock()
+
+
+def shared_executor(threads: int) -> ThreadPoolExecutor:
+    """One pool per thread count for the whole process: indexes share their workers
+    instead of each starting its own threads."""
+    with _executors_lock:
+        pool = _executors.get(threads)
+        if pool is None:
+            pool = _executors[threads] = ThreadPoolExecutor(threads, thread_name_prefix=f"rtindex-{threads}")
+        return pool
 
 
 class Workers:
@@ -70,7 +91,7 @@ class Workers:
     def __init__(self, threads: int, scratch: ScratchPool) -> None:
         self.threads = max(1, threads)
         self.scratch = scratch
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="rtindex") if self.threads > 1 else None
+        self._pool = shared_executor(self.threads) if self.threads > 1 else None
 
     def run(
         self,
@@ -103,5 +124,28 @@ class Workers:
         return [f.result() for f in futures]
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        """Forget the pool (it is shared and lives as long as the process)."""
+        self._pool = None
+
+
+class BoundKernel:
+    """Calls a numba kernel without the dispatcher's per-call type resolution, which
+    costs several µs on namedtuple-of-arrays arguments (a third of a single-query
+    search's overhead). The overload is looked up once, from the types of the first
+    call; callers must keep argument types fixed (ours are: dtypes and layouts of the
+    tables never change). Falls back to the dispatcher if no exact overload exists."""
+
+    def __init__(self, dispatcher: Any) -> None:
+        self._dispatcher = dispatcher
+        self._entry: Callable[..., Any] | None = None
+
+    def __call__(self, *args: Any) -> Any:
+        entry = self._entry
+        if entry is not None:
+            return entry(*args)
+        result = self._dispatcher(*args)
+        types = tuple(numba.typeof(a) for a in args)
+        overload = self._dispatcher.overloads.get(types)
+        if overload is not None:
+            self._entry = overload.entry_point
+        return result

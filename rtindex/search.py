@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from rtindex.engine import Engine
-from rtindex.kernels.beam_search import search_queries
 from rtindex.kernels.layout import Scratch
 
 
@@ -24,24 +23,24 @@ class SearchResult:
 
 
 def search_batch(
-    engine: Engine, queries: np.ndarray, k: int, ef: int, level_widths: np.ndarray, graph: int = 0
+    engine: Engine, queries: np.ndarray, k: int, ef: int, level_widths: np.ndarray, beam: int, graph: int = 0
 ) -> SearchResult:
-    """queries: float32[b, dim], already validated (unit-norm for cosine)."""
+    """queries: float32[b, dim], already validated (unit-norm for cosine). beam: the
+    widest beam of ef and level_widths (scratch buffers are sized to it)."""
     b = queries.shape[0]
     ids = np.empty((b, k), np.int64)
     scores = np.empty((b, k), np.float32)
     stats = np.zeros((b, 2), np.int64)
-    metric = engine.params.metric
-    direct_rows = engine.params.rows_are_nodes
+    mode = engine.search_mode
+    kernel = engine.search_kernel
     with engine.epochs.reading():
         t = engine.store.tables
 
         def chunk(lo: int, hi: int, scratch: Scratch) -> None:
-            search_queries(
-                t, queries, metric, direct_rows, graph, k, ef, level_widths,
+            kernel(
+                t, queries, mode, graph, k, ef, level_widths,
                 scratch, lo, hi, ids, scores, stats,
             )
 
-        beam = max(ef, int(level_widths.max()))
         engine.workers.run(b, chunk, t.node_state.shape[0], beam, results=k, min_chunk=16)
     return SearchResult(ids=ids, scores=scores, hops=stats[:, 0], evaluations=stats[:, 1])

@@ -85,7 +85,7 @@ def _grown(arr: np.ndarray, capacity: int, fill: int | float) -> np.ndarray:
 
 # which arrays belong to which table, and the value of an unused slot
 _NODE_FIELDS = {
-    "vectors": 0.0, "node_vec": -1, "node_item": -1, "node_level": 0, "node_state": 0, "node_graph": 0,
+    "vectors": 0.0, "vectors16": 0, "node_vec": -1, "node_item": -1, "node_level": 0, "node_state": 0, "node_graph": 0,
     "node_next": -1, "node_upper": -1, "links0": 0,
 }
 _UPPER_FIELDS = {"upper_links": 0, "upper_next": -1}
@@ -95,11 +95,12 @@ _ITEM_FIELDS = {"item_ids": -1, "item_versions": 0, "item_vec": -1, "item_first_
 class GraphStore:
     """The tables of one index and their allocators."""
 
-    def __init__(self, dim: int, M: int, initial_capacity: int) -> None:
+    def __init__(self, dim: int, M: int, initial_capacity: int, half_copy: bool = False) -> None:
         n = initial_capacity
         upper = max(16, n // M)
         self.tables = GraphTables(
             vectors=np.zeros((n, dim), np.float32),
+            vectors16=np.zeros((n, dim if half_copy else 0), np.uint16),
             node_vec=np.full(n, -1, np.int32),
             node_item=np.full(n, -1, np.int32),
             node_level=np.zeros(n, np.int32),

@@ -69,14 +69,25 @@ def as_matrix(vectors: object, dim: int, what: str, rows: int | None = None) -> 
         raise ValueError(f"{what}: got {rows} ids but {arr.shape[0]} vectors; pass one vector per id")
     with np.errstate(over="ignore"):  # values beyond float32 become inf, refused just below
         out = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.isfinite(out).all(axis=1)
-    if not finite.all():
+    if not np.isfinite(out).all():
+        finite = np.isfinite(out).all(axis=1)
         bad = np.flatnonzero(~finite)[:5].tolist()
         raise ValueError(
             f"{what}: rows {bad} contain NaN or infinity (or values beyond float32 range); "
             "fix or drop those rows"
         )
     return out
+
+
+def check_float16_range(vectors: np.ndarray, what: str) -> None:
+    """Rows must be representable in float16 when the index traverses a float16 copy."""
+    too_big = np.abs(vectors).max(axis=1) > 65504.0
+    if too_big.any():
+        bad = np.flatnonzero(too_big)[:5].tolist()
+        raise ValueError(
+            f"{what}: rows {bad} have values beyond float16 range (|x| > 65504); rescale the "
+            "embeddings or use traversal_precision='float32'"
+        )
 
 
 def normalized_rows(vectors: np.ndarray, what: str) -> np.ndarray:
@@ -108,8 +119,8 @@ def batch_size(queries: object) -> int:
 
 def check_search_args(
     k: object, ef: object | None, level_ef: Sequence[int] | None, default_ef: int, max_level: int
-) -> tuple[int, int, np.ndarray]:
-    """Returns (k, ef, level widths int32[max_level + 1]).
+) -> tuple[int, int, np.ndarray, int]:
+    """Returns (k, ef, level widths int32[max_level + 1], the widest beam of them all).
 
     ef=None means max(default_ef, k). level_ef[i] is the beam width on level i + 1
     (NANN's level_topn); levels not given are searched greedily (width 1).
@@ -133,4 +144,5 @@ def check_search_args(
             if isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1:
                 raise ValueError(f"search: level_ef[{i}] (beam width on level {i + 1}) must be a positive integer, got {w!r}")
             widths[i + 1] = w
-    return k, ef, widths
+        return k, ef, widths, max(ef, max(values, default=1))
+    return k, ef, widths, ef

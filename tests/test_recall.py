@@ -47,3 +47,19 @@ def test_every_metric_matches_brute_force_on_clustered_data(metric: str, cluster
     res = index.search(queries, k=10, ef=128)
     truth = datasets.exact_knn(base, queries, 10, metric, base_ids=np.arange(5000) * 3 + 11)
     assert datasets.recall_at_k(res.ids, truth, 10) >= 0.98
+
+
+def test_float16_traversal_keeps_recall_and_returns_exact_scores(sift5k: datasets.Dataset) -> None:
+    index = Index(dim=128, metric="l2", M=32, ef_construction=400, traversal_precision="float16")
+    index.upsert(np.arange(len(sift5k.base)), sift5k.base)
+    res = index.search(sift5k.queries, k=10, ef=64)
+    assert datasets.recall_at_k(res.ids, sift5k.ground_truth, 10) >= 0.99
+    exact = -((sift5k.queries[:, None, :] - sift5k.base[res.ids]) ** 2).sum(-1)
+    np.testing.assert_allclose(res.scores, exact, rtol=1e-4)
+
+
+def test_float16_traversal_refuses_values_beyond_its_range() -> None:
+    index = Index(dim=4, traversal_precision="float16")
+    with pytest.raises(ValueError, match="beyond float16 range"):
+        index.upsert([1], np.array([[1e6, 0, 0, 0]], np.float32))
+    assert len(index) == 0
