@@ -49,10 +49,16 @@ class Peer:
 
 
 class RtindexPeer(Peer):
+    """rtindex with its defaults (float16 traversal, float32 rescoring)."""
+
     name = "rtindex"
+    precision = "float16"
 
     def __init__(self, p: Params, capacity: int) -> None:
-        self.index = Index(dim=p.dim, metric=p.metric, M=p.M, ef_construction=p.ef_construction, threads=p.threads)
+        self.index = Index(
+            dim=p.dim, metric=p.metric, M=p.M, ef_construction=p.ef_construction, threads=p.threads,
+            traversal_precision=self.precision,
+        )
 
     def build(self, ids: np.ndarray, x: np.ndarray) -> None:
         self.index.upsert(ids, x)
@@ -72,17 +78,12 @@ class RtindexPeer(Peer):
         return int(self.index.stats()["memory_bytes"])
 
 
-class RtindexHalfPeer(RtindexPeer):
-    """rtindex walking the graph on a float16 copy of the rows (traversal_precision=
-    "float16"; results rescored in float32, so scores stay exact)."""
+class RtindexFloat32Peer(RtindexPeer):
+    """rtindex walking the graph on the float32 rows (traversal_precision="float32":
+    less memory, the same traffic per row as hnswlib)."""
 
-    name = "rtindex-f16"
-
-    def __init__(self, p: Params, capacity: int) -> None:
-        self.index = Index(
-            dim=p.dim, metric=p.metric, M=p.M, ef_construction=p.ef_construction, threads=p.threads,
-            traversal_precision="float16",
-        )
+    name = "rtindex-f32"
+    precision = "float32"
 
 
 class RtindexLockstepPeer(Peer):
@@ -221,4 +222,4 @@ class UsearchPeer(Peer):
         return int(self.index.memory_usage)
 
 
-ALL_PEERS = {cls.name: cls for cls in (RtindexPeer, RtindexHalfPeer, HnswlibPeer, FaissPeer, UsearchPeer)}
+ALL_PEERS = {cls.name: cls for cls in (RtindexPeer, RtindexFloat32Peer, HnswlibPeer, FaissPeer, UsearchPeer)}

@@ -8,22 +8,24 @@ import pytest
 from rtindex import Index, datasets
 
 
-def _build(ds: datasets.Dataset, **params: int) -> Index:
+def _build(ds: datasets.Dataset, **params: object) -> Index:
     index = Index(dim=ds.base.shape[1], metric=ds.metric, **params)
     index.upsert(np.arange(len(ds.base)), ds.base)
     return index
 
 
-def test_sift5k_l2_recall_at_10_reaches_099_at_ef64(sift5k: datasets.Dataset) -> None:
+@pytest.mark.parametrize("precision", ["float16", "float32"])
+def test_sift5k_l2_recall_at_10_reaches_099_at_ef64(sift5k: datasets.Dataset, precision: str) -> None:
     # sift5k's queries are far from its base (nearest distances bunch together), the
     # hardest of the small sets: it needs the denser graph of M=32
-    index = _build(sift5k, M=32, ef_construction=400)
+    index = _build(sift5k, M=32, ef_construction=400, traversal_precision=precision)
     res = index.search(sift5k.queries, k=10, ef=64)
     assert datasets.recall_at_k(res.ids, sift5k.ground_truth, 10) >= 0.99
 
 
-def test_glove25_cosine_recall_at_10_reaches_099_at_ef64(glove25: datasets.Dataset) -> None:
-    index = _build(glove25, M=16, ef_construction=200)
+@pytest.mark.parametrize("precision", ["float16", "float32"])
+def test_glove25_cosine_recall_at_10_reaches_099_at_ef64(glove25: datasets.Dataset, precision: str) -> None:
+    index = _build(glove25, M=16, ef_construction=200, traversal_precision=precision)
     res = index.search(glove25.queries, k=10, ef=64)
     assert datasets.recall_at_k(res.ids, glove25.ground_truth, 10) >= 0.99
 
@@ -49,13 +51,16 @@ def test_every_metric_matches_brute_force_on_clustered_data(metric: str, cluster
     assert datasets.recall_at_k(res.ids, truth, 10) >= 0.98
 
 
-def test_float16_traversal_keeps_recall_and_returns_exact_scores(sift5k: datasets.Dataset) -> None:
-    index = Index(dim=128, metric="l2", M=32, ef_construction=400, traversal_precision="float16")
-    index.upsert(np.arange(len(sift5k.base)), sift5k.base)
-    res = index.search(sift5k.queries, k=10, ef=64)
-    assert datasets.recall_at_k(res.ids, sift5k.ground_truth, 10) >= 0.99
-    exact = -((sift5k.queries[:, None, :] - sift5k.base[res.ids]) ** 2).sum(-1)
-    np.testing.assert_allclose(res.scores, exact, rtol=1e-4)
+def test_float16_traversal_finds_what_float32_finds_with_exact_scores(sift5k: datasets.Dataset) -> None:
+    results = {}
+    for precision in ("float16", "float32"):
+        index = _build(sift5k, M=16, ef_construction=200, traversal_precision=precision)
+        results[precision] = index.search(sift5k.queries, k=10, ef=64)
+    half, full = results["float16"], results["float32"]
+    assert abs(datasets.recall_at_k(half.ids, sift5k.ground_truth, 10)
+               - datasets.recall_at_k(full.ids, sift5k.ground_truth, 10)) <= 0.01
+    exact = -((sift5k.queries[:, None, :] - sift5k.base[half.ids]) ** 2).sum(-1)
+    np.testing.assert_allclose(half.scores, exact, rtol=1e-4)  # rescored in float32
 
 
 def test_float16_traversal_refuses_values_beyond_its_range() -> None:
