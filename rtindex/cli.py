@@ -1,47 +1,106 @@
-"""Command line: ``rtindex demo`` (more subcommands arrive with the server, Kafka and
-snapshot issues)."""
+"""Command line: ``rtindex serve | demo | stats`` (Kafka and snapshot commands arrive
+with their issues). ``rtindex <command> --help`` explains every option."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
+from rtindex import logs, settings
 from rtindex.demo import DemoOptions, run_demo
 
 
-def _demo_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="build, search and churn an index on a real dataset, print recall and throughput",
-        description="Embedded demo: builds an index on ../shared/datasets/<dataset> (or generated "
-        "clustered data with --n), measures recall@10 against exact ground truth, QPS and "
-        "latency, churns the index (delete/re-insert/refresh) and measures again.",
+def _serve(args: argparse.Namespace) -> int:
+    from rtindex.server import IndexServer
+
+    try:
+        config = settings.load(args)
+        server = IndexServer(config)
+    except ValueError as exc:
+        print(f"rtindex serve: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.log_level, config.log_format)
+    server.start()
+    server.mark_ready()
+    server.run_until_signal()
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    run_demo(DemoOptions(
+        dataset=args.dataset, n=args.n, dim=args.dim, M=args.M, ef_construction=args.ef_construction,
+        threads=args.threads, churn_rounds=args.churn_rounds, batch=args.batch, seed=args.seed,
+    ))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from rtindex.client import IndexClient, IndexClientError
+
+    try:
+        with IndexClient(args.target, timeout=args.timeout) as client:
+            stats = client.stats()
+            stats["health"] = client.health()
+    except IndexClientError as exc:
+        print(f"rtindex stats: {args.target}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+    else:
+        width = max(len(k) for k in stats)
+        for key in sorted(stats):
+            print(f"{key:<{width}}  {stats[key]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtindex", description="rtindex: real-time incremental vector index server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser(
+        "serve", help="run the gRPC server",
+        description="Serve one index over gRPC (IndexService, grpc.health.v1, reflection). Settings come from "
+        "defaults < --config TOML file < RTINDEX_* environment variables < these flags. SIGTERM drains "
+        "in-flight calls and exits 0.",
     )
-    defaults = DemoOptions()
-    p.add_argument("--dataset", default=defaults.dataset, choices=["sift5k", "glove25", "mnist10k"],
-                   help="real dataset to load (checksums verified); default %(default)s")
-    p.add_argument("--n", type=int, default=0,
-                   help="instead of a dataset, generate N clustered unit vectors (ground truth by brute force)")
-    p.add_argument("--dim", type=int, default=defaults.dim, help="dimension of generated data (with --n)")
-    p.add_argument("--M", type=int, default=defaults.M, help="HNSW degree (level 0 holds 2M); default %(default)s")
-    p.add_argument("--ef-construction", type=int, default=defaults.ef_construction,
-                   help="beam width while inserting; default %(default)s")
-    p.add_argument("--threads", type=int, default=0, help="worker threads (0 = all cores)")
-    p.add_argument("--churn-rounds", type=int, default=defaults.churn_rounds, help="rounds of churn; default %(default)s")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
+    settings.add_arguments(serve)
+    serve.set_defaults(func=_serve)
+
+    demo = sub.add_parser(
+        "demo", help="start a local server, load a dataset through the client, search, churn, print tables",
+        description="Embedded demo: starts a server on a free local port (no Kafka, no GPU), upserts "
+        "../shared/datasets/<dataset> (or generated clustered data with --n) through the gRPC client, measures "
+        "recall@10 against exact ground truth, batch QPS and single-query latency, churns the index "
+        "(delete / re-insert / refresh) and measures again.",
+    )
+    d = DemoOptions()
+    demo.add_argument("--dataset", default=d.dataset, choices=["sift5k", "glove25", "mnist10k"],
+                      help="real dataset to load (checksums verified); default %(default)s")
+    demo.add_argument("--n", type=int, default=0,
+                      help="instead of a dataset, generate N clustered unit vectors (ground truth by brute force)")
+    demo.add_argument("--dim", type=int, default=d.dim, help="dimension of generated data (with --n); default %(default)s")
+    demo.add_argument("--M", type=int, default=d.M, help="HNSW degree (level 0 holds 2M); default %(default)s")
+    demo.add_argument("--ef-construction", type=int, default=d.ef_construction,
+                      help="beam width while inserting; default %(default)s")
+    demo.add_argument("--threads", type=int, default=0, help="index worker threads (0 = all cores)")
+    demo.add_argument("--churn-rounds", type=int, default=d.churn_rounds, help="rounds of churn; default %(default)s")
+    demo.add_argument("--batch", type=int, default=d.batch, help="ids per Upsert/Delete call; default %(default)s")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.set_defaults(func=_demo)
+
+    stats = sub.add_parser("stats", help="print the counters of a running server",
+                           description="Ask a running server for its Stats and health.")
+    stats.add_argument("--target", default="127.0.0.1:50051", help="server address host:port; default %(default)s")
+    stats.add_argument("--timeout", type=float, default=5.0, help="seconds to wait; default %(default)s")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.set_defaults(func=_stats)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rtindex", description="rtindex: real-time incremental vector index")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _demo_parser(sub)
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        run_demo(DemoOptions(
-            dataset=args.dataset, n=args.n, dim=args.dim, M=args.M, ef_construction=args.ef_construction,
-            threads=args.threads, churn_rounds=args.churn_rounds, seed=args.seed,
-        ))
-    return 0
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

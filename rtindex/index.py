@@ -25,12 +25,17 @@ from rtindex.scorers import MetricScorer, Scorer
 from rtindex.search import SearchResult, search_batch
 from rtindex.storage import IdMap
 
+# per-id outcomes
+INSERTED, REFRESHED, SKIPPED_STALE = 0, 1, 2
+DELETED, UNKNOWN = 0, 1
+
 
 @dataclass(frozen=True)
 class UpsertResult:
     inserted: int  # new ids
     refreshed: int  # existing ids whose embedding was replaced
     skipped_stale: int  # ops whose version was <= the stored one (ignored)
+    outcome: np.ndarray | None = None  # int8 per input id: INSERTED / REFRESHED / SKIPPED_STALE
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class DeleteResult:
     deleted: int
     unknown_ids: np.ndarray  # int64: ids not in the index (nothing done for them)
     skipped_stale: int
+    outcome: np.ndarray | None = None  # int8 per input id: DELETED / UNKNOWN / SKIPPED_STALE
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,27 @@ class Index:
         self._metric_scorer = MetricScorer("ip" if config.metric == "cosine" else config.metric, config.dim)
 
     # ------------------------------------------------------------------ writes
+    def prepare_upsert(
+        self, ids: object, vectors: object, versions: object | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Validate and convert an upsert batch (what ``upsert`` does first): returns
+        (ids int64[n], rows float32[n, dim] as stored, versions int64[n] or None).
+        Raises ValueError saying what is wrong; changes nothing."""
+        cfg = self.config
+        ids = validation.as_ids(ids, "upsert")
+        rows = validation.as_matrix(vectors, cfg.dim, "upsert", rows=len(ids))
+        versions = validation.as_versions(versions, len(ids), "upsert")
+        if cfg.metric == "cosine":
+            rows = validation.normalized_rows(rows, "upsert")
+        if cfg.traversal_precision == "float16":
+            validation.check_float16_range(rows, "upsert")
+        return ids, rows, versions
+
+    def prepare_delete(self, ids: object, versions: object | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Validate and convert a delete batch; raises ValueError, changes nothing."""
+        ids = validation.as_ids(ids, "delete")
+        return ids, validation.as_versions(versions, len(ids), "delete")
+
     def upsert(self, ids: object, vectors: object, versions: object | None = None) -> UpsertResult:
         """Insert new ids; replace the embedding of existing ones (refresh).
 
@@ -90,14 +117,8 @@ class Index:
         as a whole; a rejected batch changes nothing. Returns once every applied item is
         searchable.
         """
+        ids, rows, versions = self.prepare_upsert(ids, vectors, versions)
         cfg = self.config
-        ids = validation.as_ids(ids, "upsert")
-        rows = validation.as_matrix(vectors, cfg.dim, "upsert", rows=len(ids))
-        versions = validation.as_versions(versions, len(ids), "upsert")
-        if cfg.metric == "cosine":
-            rows = validation.normalized_rows(rows, "upsert")
-        if cfg.traversal_precision == "float16":
-            validation.check_float16_range(rows, "upsert")
         engine = self._engine
         store = engine.store
         with self._write_lock:
@@ -111,8 +132,11 @@ class Index:
             refresh = np.flatnonzero(apply & exists)
             skipped = len(ids) - len(new) - len(refresh)
             engine.counters.skipped_stale += skipped
+            outcome = np.full(len(ids), SKIPPED_STALE, np.int8)
+            outcome[new] = INSERTED
+            outcome[refresh] = REFRESHED
             if len(new) + len(refresh) == 0:
-                return UpsertResult(0, 0, skipped)
+                return UpsertResult(0, 0, skipped, outcome)
             order = np.concatenate([new, refresh])
             if versions is None:
                 new_versions = np.concatenate([np.zeros(len(new), np.int64), stored[refresh] + 1])
@@ -153,7 +177,7 @@ class Index:
             engine.counters.inserted += len(new)
             engine.counters.refreshed += len(refresh)
             self._after_write()
-            return UpsertResult(len(new), len(refresh), skipped)
+            return UpsertResult(len(new), len(refresh), skipped, outcome)
 
     def _write_nodes(
         self, nodes: np.ndarray, vector_rows: np.ndarray, items: np.ndarray, levels: np.ndarray, upper_rows: np.ndarray
@@ -183,8 +207,7 @@ class Index:
         """Delete items. Once this returns no search returns them. Unknown ids are
         reported in ``unknown_ids``; with versions, a delete applies only if its version
         is greater than the stored one."""
-        ids = validation.as_ids(ids, "delete")
-        versions = validation.as_versions(versions, len(ids), "delete")
+        ids, versions = self.prepare_delete(ids, versions)
         engine = self._engine
         with self._write_lock:
             engine.store.reclaim(engine.epochs.oldest_active())
@@ -204,7 +227,10 @@ class Index:
             engine.counters.deleted += len(doomed)
             engine.counters.skipped_stale += skipped
             self._after_write()
-            return DeleteResult(deleted=len(doomed), unknown_ids=ids[~known], skipped_stale=skipped)
+            outcome = np.full(len(ids), UNKNOWN, np.int8)
+            outcome[apply] = DELETED
+            outcome[known & ~apply] = SKIPPED_STALE
+            return DeleteResult(deleted=len(doomed), unknown_ids=ids[~known], skipped_stale=skipped, outcome=outcome)
 
     def _after_write(self) -> None:
         fix_entry_points(self._engine)

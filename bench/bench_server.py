@@ -1,0 +1,155 @@
+"""Server load test: rtindex over gRPC against the same index in-process, same run.
+
+A ``rtindex serve`` process holds the index (N x dim clustered unit vectors, loaded
+through the client); load comes from separate client processes (so client and server
+never share a GIL). The in-process reference is an identical index (same data, batches
+and seed give the same graph) searched directly in this process.
+
+Prints markdown: single-query latency (one client, sequential) and throughput/latency
+with C concurrent clients, for single queries and batches of 64, with the overhead
+against in-process.
+
+    scripts/bench.sh server                      # 100k x 128, 1 and 4 clients
+    scripts/bench.sh server --n 20000 --seconds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rtindex import Index, datasets
+from rtindex.client import IndexClient
+
+
+def table(header: list[str], rows: list[list[object]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def start_server(dim: int, threads: int) -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtindex.cli", "serve", "--port", "0", "--dim", str(dim), "--metric", "ip",
+         "--threads", str(threads), "--log-format", "json", "--max-write-ids", "1000000", "--grpc-threads", "16"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        event = json.loads(line)
+        if event["msg"] == "listening":
+            return proc, int(event["address"].rsplit(":", 1)[1])
+    raise RuntimeError(f"server exited with {proc.wait()}")
+
+
+def timed_searches(search, queries: np.ndarray, batch: int, seconds: float, seed: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Latencies (s) of back-to-back ``search(batch of queries)`` calls for ``seconds``."""
+    rng = np.random.default_rng(seed)
+    search(queries[:batch])
+    latencies = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        lo = int(rng.integers(0, len(queries) - batch))
+        t0 = time.perf_counter()
+        search(queries[lo : lo + batch])
+        latencies.append(time.perf_counter() - t0)
+    return np.array(latencies)
+
+
+def summarize(latencies: np.ndarray, batch: int, seconds: float) -> dict[str, float]:
+    return {"qps": len(latencies) * batch / seconds, "p50": float(np.percentile(latencies, 50)) * 1e3,
+            "p99": float(np.percentile(latencies, 99)) * 1e3}
+
+
+def _client_loop(target: str, queries: np.ndarray, batch: int, ef: int, seconds: float, seed: int, out: mp.Queue) -> None:
+    with IndexClient(target, timeout=30) as client:
+        out.put(timed_searches(lambda q: client.search(q, k=10, ef=ef), queries, batch, seconds, seed))
+
+
+def grpc_load(target: str, queries: np.ndarray, clients: int, batch: int, ef: int, seconds: float) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()
+    procs = [ctx.Process(target=_client_loop, args=(target, queries, batch, ef, seconds, i, out)) for i in range(clients)]
+    for p in procs:
+        p.start()
+    latencies = np.concatenate([out.get(timeout=seconds + 120) for _ in procs])
+    for p in procs:
+        p.join()
+    return summarize(latencies, batch, seconds)
+
+
+def inprocess(index: Index, queries: np.ndarray, batch: int, ef: int, seconds: float) -> dict[str, float]:
+    return summarize(timed_searches(lambda q: index.search(q, k=10, ef=ef), queries, batch, seconds, 0), batch, seconds)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--ef", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2, help="index worker threads (server and in-process)")
+    ap.add_argument("--clients", default="1,4", help="concurrent client processes to try")
+    ap.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    ap.add_argument("--out", default="bench/results/server.md")
+    args = ap.parse_args()
+
+    data = datasets.clustered(args.n + 10_000, args.dim, seed=0)
+    base, queries = data[: args.n], data[args.n :]
+    ids = np.arange(args.n, dtype=np.int64)
+    chunk = 10_000
+    proc, port = start_server(args.dim, args.threads)
+    target = f"127.0.0.1:{port}"
+    try:
+        with IndexClient(target, timeout=600) as client:
+            client.wait_until_serving(60)
+            for lo in range(0, args.n, chunk):
+                client.upsert(ids[lo : lo + chunk], base[lo : lo + chunk])
+        index = Index(dim=args.dim, metric="ip", threads=args.threads)
+        for lo in range(0, args.n, chunk):
+            index.upsert(ids[lo : lo + chunk], base[lo : lo + chunk])
+        with IndexClient(target) as client:
+            same = np.mean(client.search(queries[:200], k=10, ef=args.ef).ids == index.search(queries[:200], k=10, ef=args.ef).ids)
+
+        rows = []
+        summary = []
+        for batch in (1, 64):
+            local = inprocess(index, queries, batch, args.ef, args.seconds)
+            rows.append(["in-process `Index.search`", batch, 1, f"{local['qps']:,.0f}", f"{local['p50']:.3f}", f"{local['p99']:.3f}", "-"])
+            for c in (int(x) for x in args.clients.split(",")):
+                remote = grpc_load(target, queries, c, batch, args.ef, args.seconds)
+                overhead = remote["p50"] - local["p50"]
+                rows.append(["gRPC `IndexClient.search`", batch, c, f"{remote['qps']:,.0f}", f"{remote['p50']:.3f}",
+                             f"{remote['p99']:.3f}", f"p50 +{overhead * 1e3:.0f} us; QPS {remote['qps'] / local['qps']:.2f}x"])
+                if batch == 1 and c == 1:
+                    summary.append(f"- single-query p50 overhead over in-process: {overhead * 1e3:.0f} us (target <= 200 us)")
+                if batch == 64:
+                    summary.append(f"- batch-64 throughput with {c} client process(es): {remote['qps'] / local['qps']:.0%} of "
+                                   "in-process (target >= 70%)")
+        text = "\n".join([
+            f"# rtindex server benchmark ({time.strftime('%Y-%m-%d %H:%M')})\n",
+            f"{args.n:,} x {args.dim} clustered unit vectors, inner product, k=10, ef={args.ef}, index threads "
+            f"{args.threads}; server in its own process, clients in separate processes, loopback. Same graph on "
+            f"both sides ({same:.1%} of result ids identical). Command: `scripts/bench.sh server {' '.join(sys.argv[1:])}`\n",
+            table(["path", "queries per call", "concurrent clients", "queries/s", "p50 ms", "p99 ms", "vs in-process"], rows),
+            "",
+            "## Targets\n",
+            *summary,
+            "",
+        ])
+        print(text)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+if __name__ == "__main__":
+    main()

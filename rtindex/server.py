@@ -1,0 +1,253 @@
+"""The gRPC server: ``IndexService`` (search, writes, get, stats), the standard health
+service (NOT_SERVING until ready) and server reflection (grpcurl works).
+
+The servicer only translates: protobuf <-> numpy at the edge, validation with messages
+a client can act on (INVALID_ARGUMENT), limits (documented in ServerConfig), deadlines,
+and status codes. Searches run on the RPC thread; writes go through the single
+``Writer`` and the RPC returns once they are searchable.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from rtindex.index import Index
+from rtindex.settings import ServerConfig
+from rtindex.v1 import index_pb2, index_pb2_grpc
+from rtindex.writer import Overloaded, Writer
+
+log = logging.getLogger("rtindex.server")
+
+SERVICE_NAME = index_pb2.DESCRIPTOR.services_by_name["IndexService"].full_name
+
+
+class _Reject(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _rpc(method: Callable[[IndexServicer, Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
+    """Status-code translation and accounting shared by every RPC."""
+    name = method.__name__
+
+    def wrapper(self: IndexServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{name}: the deadline passed before the call started")
+        t0 = time.perf_counter()
+        try:
+            response = method(self, request, context)
+        except _Reject as exc:
+            self.counters[f"rpc_{name}_rejected"] += 1
+            context.abort(exc.code, str(exc))
+        except ValueError as exc:  # validation at the edge or in the index
+            self.counters[f"rpc_{name}_rejected"] += 1
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Overloaded as exc:
+            self.counters[f"rpc_{name}_overloaded"] += 1
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        self.counters[f"rpc_{name}_ok"] += 1
+        self.counters[f"rpc_{name}_seconds"] += time.perf_counter() - t0
+        return response
+
+    wrapper.__name__ = name
+    return wrapper
+
+
+class _Counters(dict):  # type: ignore[type-arg]
+    def __missing__(self, key: str) -> float:
+        return 0.0
+
+
+class IndexServicer(index_pb2_grpc.IndexServiceServicer):
+    def __init__(self, index: Index, writer: Writer, config: ServerConfig) -> None:
+        self.index = index
+        self.writer = writer
+        self.config = config
+        self.counters: _Counters = _Counters()
+
+    # ------------------------------------------------------------------ decoding
+    def _matrix(self, raw: bytes, dim: int, what: str, rows: int | None = None) -> np.ndarray:
+        index_dim = self.index.config.dim
+        if dim != index_dim:
+            raise ValueError(f"{what}: dim={dim} but the index has dimension {index_dim}")
+        if len(raw) == 0:
+            raise ValueError(f"{what}: empty batch (no vectors); send at least one")
+        if len(raw) % (4 * dim):
+            raise ValueError(
+                f"{what}: {len(raw)} bytes is not a whole number of float32 rows of dimension {dim} "
+                f"({4 * dim} bytes each); send little-endian float32, row-major"
+            )
+        matrix = np.frombuffer(raw, "<f4").reshape(-1, dim)
+        if rows is not None and matrix.shape[0] != rows:
+            raise ValueError(f"{what}: {rows} ids but {matrix.shape[0]} embeddings; send one per id")
+        return matrix
+
+    def _ids(self, values: Any, what: str) -> np.ndarray:
+        ids = np.asarray(values, np.int64)
+        if len(ids) > self.config.max_write_ids:
+            raise ValueError(f"{what}: {len(ids)} ids in one request; the limit is {self.config.max_write_ids}, split it")
+        return ids
+
+    def _versions(self, values: Any, n: int, what: str) -> np.ndarray | None:
+        if len(values) == 0:
+            return None
+        if len(values) != n:
+            raise ValueError(f"{what}: {len(values)} versions for {n} ids; send one per id or none")
+        return np.asarray(values, np.int64)
+
+    # ------------------------------------------------------------------ RPCs
+    @_rpc
+    def Search(self, request: index_pb2.SearchRequest, context: grpc.ServicerContext) -> index_pb2.SearchResponse:
+        cfg = self.config
+        queries = self._matrix(request.queries, request.dim, "search")
+        if len(queries) > cfg.max_queries:
+            raise ValueError(f"search: {len(queries)} queries in one request; the limit is {cfg.max_queries}, split it")
+        k = request.k
+        if not 1 <= k <= cfg.max_k:
+            raise ValueError(f"search: k must be in 1..{cfg.max_k}, got {k}")
+        ef = request.ef or None
+        if ef is not None and ef > cfg.max_ef:
+            raise ValueError(f"search: ef must be at most {cfg.max_ef}, got {ef}")
+        level_ef = list(request.level_ef) or None
+        if level_ef and max(level_ef) > cfg.max_k:
+            raise ValueError(f"search: level_ef entries must be at most {cfg.max_k}, got {max(level_ef)}")
+        res = self.index.search(queries, k=k, ef=ef, level_ef=level_ef)
+        return index_pb2.SearchResponse(
+            num_queries=len(queries), k=k, ids=res.ids.astype("<i8").tobytes(),
+            scores=res.scores.astype("<f4").tobytes(), hops=res.hops.tolist(), evaluations=res.evaluations.tolist(),
+        )
+
+    def _wait(self, future: futures.Future, context: grpc.ServicerContext, what: str) -> Any:
+        remaining = context.time_remaining()
+        try:
+            return future.result(timeout=remaining)
+        except futures.TimeoutError:
+            raise _Reject(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{what}: the deadline passed while the write was queued; it may still be applied — retry with "
+                "the same versions to make the retry harmless",
+            ) from None
+
+    @_rpc
+    def Upsert(self, request: index_pb2.UpsertRequest, context: grpc.ServicerContext) -> index_pb2.UpsertResponse:
+        ids = self._ids(request.ids, "upsert")
+        rows = self._matrix(request.embeddings, request.dim, "upsert", rows=len(ids))
+        versions = self._versions(request.versions, len(ids), "upsert")
+        ids, rows, versions = self.index.prepare_upsert(ids, rows, versions)
+        result = self._wait(self.writer.upsert(ids, rows, versions), context, "upsert")
+        return index_pb2.UpsertResponse(
+            inserted=result.inserted, refreshed=result.refreshed, skipped_stale=result.skipped_stale
+        )
+
+    @_rpc
+    def Delete(self, request: index_pb2.DeleteRequest, context: grpc.ServicerContext) -> index_pb2.DeleteResponse:
+        ids = self._ids(request.ids, "delete")
+        versions = self._versions(request.versions, len(ids), "delete")
+        ids, versions = self.index.prepare_delete(ids, versions)
+        result = self._wait(self.writer.delete(ids, versions), context, "delete")
+        return index_pb2.DeleteResponse(
+            deleted=result.deleted, unknown_ids=result.unknown_ids.tolist(), skipped_stale=result.skipped_stale
+        )
+
+    @_rpc
+    def Get(self, request: index_pb2.GetRequest, context: grpc.ServicerContext) -> index_pb2.GetResponse:
+        res = self.index.get(self._ids(request.ids, "get"))
+        return index_pb2.GetResponse(
+            dim=self.index.config.dim, found=res.found.tolist(), embeddings=res.vectors.astype("<f4").tobytes(),
+            versions=res.versions.tolist(),
+        )
+
+    @_rpc
+    def Stats(self, request: index_pb2.StatsRequest, context: grpc.ServicerContext) -> index_pb2.StatsResponse:
+        stats = self.index.stats()
+        counters = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        counters.update({f"server_{k}": float(v) for k, v in self.counters.items()})
+        w = self.writer.stats
+        counters.update(
+            write_queue_depth=self.writer.queue_depth, write_batches=w.batches, write_requests=w.requests,
+            write_ids=w.ids, write_apply_seconds=w.apply_seconds,
+        )
+        return index_pb2.StatsResponse(
+            items=stats["items"], dim=stats["dim"], metric=stats["metric"], memory_bytes=stats["memory_bytes"],
+            counters=counters,
+        )
+
+
+class IndexServer:
+    """One index behind gRPC. ``start()`` binds and returns the port; the health
+    service says SERVING once the index is ready; ``stop()`` drains."""
+
+    def __init__(self, config: ServerConfig, index: Index | None = None) -> None:
+        self.config = config
+        self.index = index if index is not None else Index.from_config(config.index_config())
+        self.writer = Writer(self.index, config.write_queue, config.write_batch)
+        self.health = health.HealthServicer()
+        self.servicer = IndexServicer(self.index, self.writer, config)
+        limit = config.max_message_mb * 1024 * 1024
+        self.grpc_server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.grpc_threads, thread_name_prefix="rtindex-rpc"),
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+        )
+        index_pb2_grpc.add_IndexServiceServicer_to_server(self.servicer, self.grpc_server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.grpc_server,
+        )
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = 0
+        self._stopped = threading.Event()
+
+    def _set_health(self, status: int) -> None:
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status)
+
+    def start(self) -> int:
+        address = f"{self.config.host}:{self.config.port}"
+        self.port = self.grpc_server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}: the port is taken or the address is not local")
+        self.grpc_server.start()
+        log.info("listening", extra={"address": f"{self.config.host}:{self.port}", "dim": self.index.config.dim,
+                                     "metric": self.index.config.metric, "items": len(self.index)})
+        return self.port
+
+    def mark_ready(self) -> None:
+        self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"port": self.port})
+
+    def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING, refuse new calls, let in-flight ones finish (up to ``grace``
+        seconds), apply queued writes, stop."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.config.grace_seconds if grace is None else grace
+        log.info("draining", extra={"grace_seconds": grace})
+        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.grpc_server.stop(grace).wait()
+        self.writer.close()
+        log.info("stopped", extra={"items": len(self.index)})
+
+    def run_until_signal(self) -> None:
+        """Serve until SIGTERM or SIGINT, then drain and return."""
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.wait(0.5):
+            pass
+        self.stop()

@@ -1,0 +1,139 @@
+"""Server configuration: one typed object, filled from defaults < a TOML file <
+RTINDEX_* environment variables < command-line flags (later sources win).
+
+Every field is documented once (``help`` metadata); the CLI flags, their ``--help``
+text, the environment variable names and the TOML keys all derive from the dataclass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from rtindex.config import IndexConfig
+
+ENV_PREFIX = "RTINDEX_"
+
+
+def _opt(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class ServerConfig:
+    # where to listen
+    host: str = _opt("127.0.0.1", "address to listen on (0.0.0.0 for all interfaces)")
+    port: int = _opt(50051, "gRPC port (0 = pick a free one)")
+    # the index
+    dim: int = _opt(0, "embedding dimension (required)")
+    metric: str = _opt("ip", "similarity: ip, cosine or l2")
+    M: int = _opt(16, "HNSW degree; level 0 holds 2M")
+    ef_construction: int = _opt(200, "beam width while inserting")
+    ef_search: int = _opt(64, "default search beam width (max with k)")
+    threads: int = _opt(0, "index worker threads for batch search/insert (0 = all cores)")
+    traversal_precision: str = _opt("float16", "float16 (faster search, +50%% vector memory) or float32")
+    # limits and flow control
+    grpc_threads: int = _opt(16, "threads serving RPCs")
+    max_concurrent_rpcs: int = _opt(256, "RPCs in flight beyond which new ones get RESOURCE_EXHAUSTED")
+    max_message_mb: int = _opt(64, "largest request or response message, MiB")
+    max_queries: int = _opt(10_000, "most queries in one Search")
+    max_k: int = _opt(1_000, "largest k (and level_ef)")
+    max_ef: int = _opt(10_000, "largest beam width ef")
+    max_write_ids: int = _opt(100_000, "most ids in one Upsert/Delete/Get")
+    write_queue: int = _opt(1_024, "writes waiting for the writer beyond which new ones get RESOURCE_EXHAUSTED")
+    write_batch: int = _opt(65_536, "most ids the writer applies in one batch (it merges queued writes)")
+    grace_seconds: float = _opt(15.0, "on SIGTERM, how long in-flight calls may take to finish")
+    # logs
+    log_level: str = _opt("info", "debug, info, warning or error")
+    log_format: str = _opt("json", "json (one object per line) or text")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append(f"port must be 0..65535, got {self.port}")
+        for name in ("grpc_threads", "max_concurrent_rpcs", "max_message_mb", "max_queries", "max_k", "max_ef",
+                     "max_write_ids", "write_queue", "write_batch"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.grace_seconds < 0:
+            problems.append(f"grace_seconds must be >= 0, got {self.grace_seconds}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            problems.append(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
+        if self.log_format not in ("json", "text"):
+            problems.append(f"log_format must be json or text, got {self.log_format!r}")
+        if problems:
+            raise ValueError("invalid server configuration: " + "; ".join(problems))
+
+    def index_config(self) -> IndexConfig:
+        """The index part (validated by IndexConfig, with its own messages)."""
+        if self.dim < 1:
+            raise ValueError("the index dimension is not set: pass --dim N (or RTINDEX_DIM, or dim = N in the config file)")
+        return IndexConfig(
+            dim=self.dim, metric=self.metric, M=self.M, ef_construction=self.ef_construction,
+            ef_search=self.ef_search, threads=self.threads, traversal_precision=self.traversal_precision,
+        )
+
+
+def _convert(name: str, kind: type, raw: Any, source: str) -> Any:
+    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
+        return raw
+    try:
+        if kind is bool:
+            return str(raw).lower() in ("1", "true", "yes", "on")
+        return kind(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: {name} must be {kind.__name__}, got {raw!r}") from None
+
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def _field_types() -> dict[str, type]:
+    return {f.name: _TYPES[f.type] if isinstance(f.type, str) else f.type for f in fields(ServerConfig)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One --flag per field (defaults left None so that unset flags do not override)."""
+    parser.add_argument("--config", help="TOML file with any of these settings (top level or a [server] table); "
+                        f"also {ENV_PREFIX}CONFIG")
+    for f in fields(ServerConfig):
+        default = f.default if f.default is not MISSING else None
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"), dest=f.name, default=None, type=_field_types()[f.name],
+            help=f"{f.metadata['help']} (default {default}; env {ENV_PREFIX}{f.name.upper()})",
+        )
+
+
+def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """defaults < TOML file < environment < flags."""
+    environ = os.environ if environ is None else environ
+    types = _field_types()
+    values: dict[str, Any] = {}
+    path = getattr(args, "config", None) or environ.get(ENV_PREFIX + "CONFIG")
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ValueError(f"config file {path} not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
+        data = data.get("server", data)
+        unknown = sorted(set(data) - set(types))
+        if unknown:
+            raise ValueError(f"config file {path}: unknown settings {unknown}; valid: {sorted(types)}")
+        values.update({k: _convert(k, types[k], v, f"config file {path}") for k, v in data.items()})
+    for name, kind in types.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _convert(name, kind, raw, f"environment {ENV_PREFIX}{name.upper()}")
+    if args is not None:
+        for name in types:
+            value = getattr(args, name, None)
+            if value is not None:
+                values[name] = value
+    return ServerConfig(**values)

@@ -1,0 +1,120 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SearchRequest(_message.Message):
+    __slots__ = ("queries", "dim", "k", "ef", "level_ef")
+    QUERIES_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    EF_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_EF_FIELD_NUMBER: _ClassVar[int]
+    queries: bytes
+    dim: int
+    k: int
+    ef: int
+    level_ef: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, queries: _Optional[bytes] = ..., dim: _Optional[int] = ..., k: _Optional[int] = ..., ef: _Optional[int] = ..., level_ef: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SearchResponse(_message.Message):
+    __slots__ = ("num_queries", "k", "ids", "scores", "hops", "evaluations")
+    NUM_QUERIES_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    HOPS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    num_queries: int
+    k: int
+    ids: bytes
+    scores: bytes
+    hops: _containers.RepeatedScalarFieldContainer[int]
+    evaluations: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, num_queries: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[bytes] = ..., scores: _Optional[bytes] = ..., hops: _Optional[_Iterable[int]] = ..., evaluations: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class UpsertRequest(_message.Message):
+    __slots__ = ("ids", "embeddings", "dim", "versions")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    embeddings: bytes
+    dim: int
+    versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., embeddings: _Optional[bytes] = ..., dim: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class UpsertResponse(_message.Message):
+    __slots__ = ("inserted", "refreshed", "skipped_stale")
+    INSERTED_FIELD_NUMBER: _ClassVar[int]
+    REFRESHED_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_STALE_FIELD_NUMBER: _ClassVar[int]
+    inserted: int
+    refreshed: int
+    skipped_stale: int
+    def __init__(self, inserted: _Optional[int] = ..., refreshed: _Optional[int] = ..., skipped_stale: _Optional[int] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("ids", "versions")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., versions: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("deleted", "unknown_ids", "skipped_stale")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_IDS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_STALE_FIELD_NUMBER: _ClassVar[int]
+    deleted: int
+    unknown_ids: _containers.RepeatedScalarFieldContainer[int]
+    skipped_stale: int
+    def __init__(self, deleted: _Optional[int] = ..., unknown_ids: _Optional[_Iterable[int]] = ..., skipped_stale: _Optional[int] = ...) -> None: ...
+
+class GetRequest(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class GetResponse(_message.Message):
+    __slots__ = ("dim", "found", "embeddings", "versions")
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    dim: int
+    found: _containers.RepeatedScalarFieldContainer[bool]
+    embeddings: bytes
+    versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, dim: _Optional[int] = ..., found: _Optional[_Iterable[bool]] = ..., embeddings: _Optional[bytes] = ..., versions: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("items", "dim", "metric", "memory_bytes", "counters")
+    class CountersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    items: int
+    dim: int
+    metric: str
+    memory_bytes: int
+    counters: _containers.ScalarMap[str, float]
+    def __init__(self, items: _Optional[int] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., counters: _Optional[_Mapping[str, float]] = ...) -> None: ...

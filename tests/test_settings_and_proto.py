@@ -1,0 +1,86 @@
+"""Server settings (defaults < TOML < environment < flags) and the generated gRPC code."""
+
+from __future__ import annotations
+
+import filecmp
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from rtindex import settings
+from rtindex.cli import build_parser
+from rtindex.client import IndexClient, Overloaded
+from rtindex.server import IndexServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _args(*flags: str) -> object:
+    return build_parser().parse_args(["serve", *flags])
+
+
+def test_settings_precedence_is_defaults_file_environment_flags(tmp_path: Path) -> None:
+    toml = tmp_path / "rtindex.toml"
+    toml.write_text('[server]\ndim = 64\nmetric = "cosine"\nport = 7000\nmax_k = 50\n')
+    env = {"RTINDEX_PORT": "7100", "RTINDEX_M": "24"}
+    cfg = settings.load(_args("--config", str(toml), "--port", "7200"), env)
+    assert (cfg.dim, cfg.metric, cfg.max_k) == (64, "cosine", 50)  # from the file
+    assert cfg.M == 24  # from the environment
+    assert cfg.port == 7200  # the flag wins
+    assert cfg.ef_construction == 200  # default
+    assert cfg.index_config().metric == "cosine"
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "toml", "message"),
+    [
+        ((), {"RTINDEX_PORT": "abc"}, None, "RTINDEX_PORT: port must be int"),
+        ((), {}, "dim = 8\nbogus = 1\n", "unknown settings ['bogus']"),
+        ((), {}, "dim = [", "not valid TOML"),
+        (("--port", "70000"), {}, None, "port must be 0..65535"),
+        (("--log-format", "xml"), {}, None, "log_format must be json or text"),
+    ],
+)
+def test_bad_settings_say_what_is_wrong(tmp_path: Path, flags: tuple, env: dict, toml: str | None, message: str) -> None:
+    if toml is not None:
+        path = tmp_path / "bad.toml"
+        path.write_text(toml)
+        flags = (*flags, "--config", str(path))
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        settings.load(_args(*flags), env)
+
+
+def test_serve_help_explains_every_setting() -> None:
+    text = build_parser()._subparsers._group_actions[0].choices["serve"].format_help()  # type: ignore[union-attr]
+    for field in settings.ServerConfig.__dataclass_fields__:
+        assert "--" + field.replace("_", "-") in text
+    assert "RTINDEX_MAX_QUERIES" in text
+
+
+def test_generated_grpc_code_is_current(tmp_path: Path) -> None:
+    subprocess.run(["bash", str(ROOT / "scripts/gen_proto.sh"), str(tmp_path)], check=True,
+                   env={"RTINDEX_PYTHON_BIN": sys.executable, "PATH": "/usr/bin:/bin"})
+    for generated in sorted((ROOT / "rtindex/v1").glob("*_pb2*.py*")):
+        fresh = tmp_path / "rtindex/v1" / generated.name
+        assert fresh.exists(), f"{generated.name} is no longer generated"
+        assert filecmp.cmp(generated, fresh, shallow=False), (
+            f"rtindex/v1/{generated.name} is stale: run scripts/gen_proto.sh and commit the result"
+        )
+
+
+def test_messages_over_the_transport_limit_are_refused_with_resource_exhausted() -> None:
+    srv = IndexServer(settings.ServerConfig(port=0, dim=256, max_message_mb=1, log_level="warning"))
+    srv.start()
+    srv.mark_ready()
+    try:
+        with IndexClient(f"127.0.0.1:{srv.port}", max_message_mb=16) as c:
+            with pytest.raises(Overloaded) as err:
+                c.upsert(np.arange(2000), np.ones((2000, 256), np.float32))  # 2 MB
+            assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert c.stats()["items"] == 0
+    finally:
+        srv.stop(grace=1)
