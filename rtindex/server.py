@@ -38,12 +38,19 @@ class _Reject(Exception):
         self.code = code
 
 
+def _seconds_left(context: grpc.ServicerContext) -> float | None:
+    """The call's remaining time, or None without a deadline (grpc then reports an
+    enormous number, which timed waits cannot take)."""
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining > 1e7 else max(0.0, remaining)
+
+
 def _rpc(method: Callable[[IndexServicer, Any, grpc.ServicerContext], Any]) -> Callable[..., Any]:
     """Status-code translation and accounting shared by every RPC."""
     name = method.__name__
 
     def wrapper(self: IndexServicer, request: Any, context: grpc.ServicerContext) -> Any:
-        remaining = context.time_remaining()
+        remaining = _seconds_left(context)
         if remaining is not None and remaining <= 0:
             context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{name}: the deadline passed before the call started")
         t0 = time.perf_counter()
@@ -131,9 +138,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         )
 
     def _wait(self, future: futures.Future, context: grpc.ServicerContext, what: str) -> Any:
-        remaining = context.time_remaining()
         try:
-            return future.result(timeout=remaining)
+            return future.result(timeout=_seconds_left(context))
         except futures.TimeoutError:
             raise _Reject(
                 grpc.StatusCode.DEADLINE_EXCEEDED,

@@ -244,3 +244,12 @@ def test_a_server_can_wrap_an_existing_index() -> None:
             assert c.stats()["items"] == 10
     finally:
         srv.stop(grace=1)
+
+
+def test_calls_without_a_deadline_work(server: IndexServer) -> None:
+    # grpcurl and many clients send no deadline at all
+    stub = _raw(server)
+    response = stub.Upsert(index_pb2.UpsertRequest(ids=[1, 2], embeddings=np.ones(2 * DIM, "<f4").tobytes(), dim=DIM))
+    assert response.inserted == 2
+    assert stub.Delete(index_pb2.DeleteRequest(ids=[2, 9])).deleted == 1
+    assert stub.Search(index_pb2.SearchRequest(queries=np.ones(DIM, "<f4").tobytes(), dim=DIM, k=1)).num_queries == 1
