@@ -135,7 +135,9 @@ def add_reverse_links(tables, targets, sources, levels, group_starts, g_start, g
     """Link each target back to its new in-neighbors (groups g_start:g_stop).
 
     If the target's row has room the sources are appended; otherwise the row is
-    re-selected with the heuristic from its live neighbors plus the sources.
+    re-selected with the heuristic from its live neighbors plus the sources. The
+    scratch pool must hold a row plus the largest group (the caller sizes it); sources
+    beyond it are not considered, never written past the buffer.
     """
     pool_node = scratch.pool_node
     pool_score = scratch.pool_score
@@ -161,12 +163,15 @@ def add_reverse_links(tables, targets, sources, levels, group_starts, g_start, g
             links[row, 0] = degree + n_in
             continue
         n_pool = 0
+        capacity = pool_node.shape[0]
         for i in range(degree):
             nb = links[row, 1 + i]
             if node_state[nb] == LIVE:
                 pool_node[n_pool] = nb
                 n_pool += 1
         for i in range(n_in):
+            if n_pool == capacity:
+                break
             pool_node[n_pool] = sources[lo + i]
             n_pool += 1
         target_row = node_vec[target]

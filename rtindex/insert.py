@@ -78,13 +78,16 @@ def _insert_sub_batch(engine: Engine, batch: np.ndarray) -> None:
     write_forward_links(t, batch, plan, plan_offsets)
     targets, sources, edge_levels, group_starts = collect_reverse_edges(t, batch, plan, plan_offsets, capacity)
     n_groups = len(group_starts) - 1
+    # a group is every new in-edge of one target: its pool holds the target's row plus
+    # all of them, and a hub can draw hundreds in one sub-batch
+    largest_group = int(np.diff(group_starts).max()) if n_groups else 0
 
     def reverse_chunk(lo: int, hi: int, scratch: Scratch) -> None:
         add_reverse_links(
             t, targets, sources, edge_levels, group_starts, lo, hi, engine.params, scratch,
         )
 
-    engine.workers.run(n_groups, reverse_chunk, capacity, 1, min_chunk=256)
+    engine.workers.run(n_groups, reverse_chunk, capacity, 1, results=largest_group + cfg.max_degree0, min_chunk=256)
     _promote_entry_points(engine, batch)
 
 

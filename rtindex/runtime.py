@@ -56,12 +56,16 @@ class ScratchPool:
                 self._capacity = node_capacity
                 self._idle = [s for s in self._idle if s.visited.shape[0] >= node_capacity]
             for i, s in enumerate(self._idle):
-                if s.res_key.shape[0] >= beam and s.pool_node.shape[0] >= pool:
+                # every condition is checked: a search still reading older, smaller
+                # tables returns smaller sets, and a kernel must never get one
+                if s.visited.shape[0] >= node_capacity and s.res_key.shape[0] >= beam and s.pool_node.shape[0] >= pool:
                     return self._idle.pop(i)
         return _new_scratch(node_capacity, beam, pool, self._block)
 
     def release(self, scratch: Scratch) -> None:
         with self._lock:
+            if scratch.visited.shape[0] < self._capacity:
+                return  # sized for tables that have grown since: let it go
             self._idle.append(scratch)
             if len(self._idle) > self._max_idle:
                 self._idle.pop(0)

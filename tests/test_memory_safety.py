@@ -1,0 +1,43 @@
+"""Regressions for two out-of-bounds writes found by running the suite with
+NUMBA_BOUNDSCHECK=1 (both corrupted the heap silently before)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rtindex import Index
+from rtindex.runtime import ScratchPool
+
+
+def test_a_hub_drawing_thousands_of_reverse_links_in_one_sub_batch_is_handled() -> None:
+    rng = np.random.default_rng(0)
+    index = Index(dim=8, metric="l2", M=4, ef_construction=32, insert_batch_fraction=1.0, max_insert_batch=100_000)
+    spread = rng.standard_normal((200, 8)).astype(np.float32) * 10
+    index.upsert(np.arange(200), spread)
+    # 3000 new points packed around one existing node: all of them select it, so its
+    # reverse-link group is far larger than a row plus a repair pool
+    crowd = spread[0] + rng.standard_normal((3000, 8)).astype(np.float32) * 0.01
+    index.upsert(np.arange(200, 3200), crowd)
+    # one sub-batch this large cannot link its members to each other (the default
+    # insert_batch_fraction keeps sub-batches small for that reason): the point here is
+    # that nothing is written out of bounds and searches still land in the crowd
+    res = index.search(crowd[:100], k=1, ef=64)
+    assert np.mean(res.ids[:, 0] >= 200) >= 0.9
+    t = index._engine.store.tables
+    n = index._engine.store.node_slots.high_water
+    degrees = t.links0[:n, 0]
+    assert (degrees <= t.links0.shape[1] - 1).all()
+    entries = np.concatenate([t.links0[u, 1 : 1 + degrees[u]] for u in range(n)])
+    assert entries.min() >= 0 and entries.max() < n
+
+
+def test_scratch_sets_sized_for_smaller_tables_are_never_handed_out() -> None:
+    pool = ScratchPool(max_degree0=8, max_idle=8)
+    big = pool.acquire(node_capacity=1000, beam=16)
+    small = pool.acquire(node_capacity=10, beam=16)  # a search still reading old tables
+    pool.release(small)
+    pool.release(big)
+    for _ in range(3):
+        s = pool.acquire(node_capacity=1000, beam=16)
+        assert s.visited.shape[0] >= 1000
+        pool.release(s)
