@@ -1,6 +1,15 @@
 #!/usr/bin/env bash
-# Set up .venv if needed, then run the whole test suite (this is what CI runs).
+# Set up .venv if needed, then run the whole test suite (this is what CI runs):
+#   1. ruff, 2. pytest, 3. the kernel tests again with numba's bounds checks on (an
+#   out-of-bounds write in a kernel corrupts memory silently otherwise).
+# Extra arguments go to the main pytest run (e.g. scripts/test.sh -k churn).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 ruff check .
 python -m pytest "$@"
+if [ $# -eq 0 ] && [ "${RTINDEX_SKIP_BOUNDSCHECK:-0}" != 1 ]; then
+  echo "== kernel tests with NUMBA_BOUNDSCHECK=1"
+  NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR="$PWD/var/numba-boundscheck" python -m pytest -q -p no:cacheprovider \
+    tests/test_api.py tests/test_bad_input.py tests/test_churn.py tests/test_concurrency.py \
+    tests/test_lockstep.py tests/test_memory_safety.py tests/test_recall.py
+fi
