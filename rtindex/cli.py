@@ -1,5 +1,5 @@
-"""Command line: ``rtindex serve | demo | stats`` (Kafka and snapshot commands arrive
-with their issues). ``rtindex <command> --help`` explains every option."""
+"""Command line: ``rtindex serve | demo | produce | stats`` (snapshot commands arrive
+with their issue). ``rtindex <command> --help`` explains every option."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     logs.setup(config.log_level, config.log_format)
     server.start()
-    server.mark_ready()
+    if server.ingestor is None:
+        server.mark_ready()  # with Kafka, the consumer marks it ready once caught up
     server.run_until_signal()
     return 0
 
@@ -51,6 +52,36 @@ def _stats(args: argparse.Namespace) -> int:
         width = max(len(k) for k in stats)
         for key in sorted(stats):
             print(f"{key:<{width}}  {stats[key]}")
+    return 0
+
+
+def _produce(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from rtindex.consumers.codec import encode
+    from rtindex.consumers.producer import CatalogProducer, ensure_topic
+    from rtindex.consumers.sources import churn_changes, dataset_changes, load_vectors
+
+    if args.file:
+        vectors = load_vectors(args.file)
+        changes, total = dataset_changes(vectors, args.start_id, args.version), len(vectors)
+    elif args.dataset:
+        from rtindex import datasets
+
+        vectors = datasets.load(args.dataset).base
+        changes, total = dataset_changes(vectors, args.start_id, args.version), len(vectors)
+    else:
+        changes, total = churn_changes(args.churn, args.dim, args.live, args.seed), args.churn
+    try:
+        ensure_topic(args.bootstrap, args.topic, args.partitions)
+    except (RuntimeError, Exception) as exc:
+        print(f"rtindex produce: {exc}", file=sys.stderr)
+        return 1
+    producer = CatalogProducer(args.bootstrap, args.topic, rate=args.rate)
+    for op, item, version, row in tqdm(changes, total=total, desc=f"produce -> {args.topic}", unit="msg"):
+        producer.send(*encode(op, item, version, row))
+    producer.flush()
+    print(f"produced {producer.sent:,} changes to {args.topic} on {args.bootstrap}")
     return 0
 
 
@@ -88,6 +119,27 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch", type=int, default=d.batch, help="ids per Upsert/Delete call; default %(default)s")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.set_defaults(func=_demo)
+
+    produce = sub.add_parser(
+        "produce", help="push catalog changes (a dataset or a generated churn stream) into a Kafka topic",
+        description="Produce CatalogChange messages (key = item id) into a topic, creating it (and <topic>.dlq) "
+        "if needed: the rows of a dataset as upserts, or a generated churn stream of inserts, deletes and "
+        "refreshes with per-item versions.",
+    )
+    produce.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka bootstrap servers; default %(default)s")
+    produce.add_argument("--topic", default="rtindex.catalog", help="topic; default %(default)s")
+    produce.add_argument("--partitions", type=int, default=4, help="partitions when creating the topic; default %(default)s")
+    source = produce.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", help="a .fvecs or .npy file of embeddings (upserted as ids start-id..)")
+    source.add_argument("--dataset", choices=["sift5k", "glove25", "mnist10k"], help="a shared dataset's base vectors")
+    source.add_argument("--churn", type=int, help="a generated churn stream of this many changes")
+    produce.add_argument("--dim", type=int, default=128, help="dimension of generated data (--churn); default %(default)s")
+    produce.add_argument("--live", type=int, default=10_000, help="items inserted before the churn starts; default %(default)s")
+    produce.add_argument("--start-id", type=int, default=0, help="first id of a dataset's rows; default %(default)s")
+    produce.add_argument("--version", type=int, default=1, help="version of a dataset's upserts; default %(default)s")
+    produce.add_argument("--rate", type=float, default=0, help="changes per second (0 = as fast as possible)")
+    produce.add_argument("--seed", type=int, default=0, help="random seed of the churn stream")
+    produce.set_defaults(func=_produce)
 
     stats = sub.add_parser("stats", help="print the counters of a running server",
                            description="Ask a running server for its Stats and health.")

@@ -36,7 +36,9 @@ class IndexConfig:
       fraction of the live graph (prefix doubling) and its cap.
     repair_fraction: consolidate deletes once tombstones exceed this fraction of live
       nodes (at least repair_min_tombstones).
-    initial_capacity: rows/nodes allocated up front; tables double when full.
+    initial_capacity: rows/nodes allocated up front; tables grow by half when full.
+    deleted_versions_kept: how many deleted ids remember their delete version, so a
+      replayed older upsert cannot bring them back (oldest forgotten first).
     """
 
     dim: int
@@ -56,6 +58,7 @@ class IndexConfig:
     repair_fraction: float = 0.02
     repair_min_tombstones: int = 1
     initial_capacity: int = 1024
+    deleted_versions_kept: int = 1_000_000
 
     def __post_init__(self) -> None:
         problems = []

@@ -23,7 +23,7 @@ from rtindex.lockstep import search_lockstep
 from rtindex.repair import consolidate, consolidation_due, fix_entry_points, tombstone_nodes_of
 from rtindex.scorers import MetricScorer, Scorer
 from rtindex.search import SearchResult, search_batch
-from rtindex.storage import IdMap
+from rtindex.storage import Graveyard, IdMap
 
 # per-id outcomes
 INSERTED, REFRESHED, SKIPPED_STALE = 0, 1, 2
@@ -81,6 +81,7 @@ class Index:
         self.config = config
         self._engine = Engine.create(config)
         self._ids = IdMap(config.initial_capacity)
+        self._graveyard = Graveyard(config.deleted_versions_kept)
         self._rng = np.random.default_rng(config.seed)
         self._write_lock = threading.Lock()
         # queries reach it already normalised, so it scores with the plain inner product
@@ -127,7 +128,11 @@ class Index:
             exists = slots >= 0
             t = store.tables
             stored = t.item_versions[np.maximum(slots, 0)]
-            apply = np.ones(len(ids), bool) if versions is None else (~exists | (versions > stored))
+            if versions is None:
+                apply = np.ones(len(ids), bool)
+            else:  # a new id is stale too if it was deleted at a later version
+                stored = np.where(exists, stored, self._graveyard.versions_of(ids))
+                apply = versions > stored
             new = np.flatnonzero(apply & ~exists)
             refresh = np.flatnonzero(apply & exists)
             skipped = len(ids) - len(new) - len(refresh)
@@ -174,6 +179,8 @@ class Index:
                 t.item_versions[refreshed_items] = new_versions[len(new) :]
                 tombstone_nodes_of(engine, old_first)
             self._ids.put(ids[new], new_items)
+            if versions is not None:
+                self._graveyard.forget(ids[new])
             engine.counters.inserted += len(new)
             engine.counters.refreshed += len(refresh)
             self._after_write()
@@ -222,6 +229,10 @@ class Index:
             t.item_state[doomed] = ITEM_DELETED
             if versions is not None:
                 t.item_versions[doomed] = versions[apply]
+                # remember versioned deletes, of unknown ids too: in a replay the delete
+                # may come before an older upsert of the same id
+                unknown_newer = ~known & (versions > self._graveyard.versions_of(ids))
+                self._graveyard.record(ids[apply | unknown_newer], versions[apply | unknown_newer])
             self._ids.remove(ids[apply])
             skipped = int(known.sum() - apply.sum())
             engine.counters.deleted += len(doomed)
@@ -331,7 +342,10 @@ class Index:
                 out[f"{name}_slots_free"] = pool.free_count
                 out[f"{name}_slots_waiting"] = pool.limbo_count
                 out[f"{name}_capacity"] = capacities[name]
-            out["memory_bytes"] = store.nbytes() + self._ids.nbytes() + engine.workers.scratch.nbytes()
+            out["deleted_versions_kept"] = self._graveyard.count
+            out["memory_bytes"] = (
+                store.nbytes() + self._ids.nbytes() + self._graveyard.nbytes() + engine.workers.scratch.nbytes()
+            )
             out.update(
                 inserted=engine.counters.inserted,
                 refreshed=engine.counters.refreshed,

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
@@ -26,6 +26,9 @@ from rtindex.index import Index
 from rtindex.settings import ServerConfig
 from rtindex.v1 import index_pb2, index_pb2_grpc
 from rtindex.writer import Overloaded, Writer
+
+if TYPE_CHECKING:
+    from rtindex.consumers.ingest import KafkaIngestor
 
 log = logging.getLogger("rtindex.server")
 
@@ -84,6 +87,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         self.writer = writer
         self.config = config
         self.counters: _Counters = _Counters()
+        self.extra_counters: list[Callable[[], dict[str, float]]] = []  # e.g. Kafka ingestion
 
     # ------------------------------------------------------------------ decoding
     def _matrix(self, raw: bytes, dim: int, what: str, rows: int | None = None) -> np.ndarray:
@@ -186,6 +190,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             write_queue_depth=self.writer.queue_depth, write_batches=w.batches, write_requests=w.requests,
             write_ids=w.ids, write_apply_seconds=w.apply_seconds,
         )
+        for source in self.extra_counters:
+            counters.update(source())
         return index_pb2.StatsResponse(
             items=stats["items"], dim=stats["dim"], metric=stats["metric"], memory_bytes=stats["memory_bytes"],
             counters=counters,
@@ -217,6 +223,13 @@ class IndexServer:
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = 0
         self._stopped = threading.Event()
+        self.ingestor: KafkaIngestor | None = None
+        kafka = config.kafka_settings()
+        if kafka is not None:
+            from rtindex.consumers.ingest import KafkaIngestor
+
+            self.ingestor = KafkaIngestor(self.index, self.writer, kafka, on_ready=self.mark_ready)
+            self.servicer.extra_counters.append(self.ingestor.counters)
 
     def _set_health(self, status: int) -> None:
         for name in ("", SERVICE_NAME):
@@ -228,6 +241,8 @@ class IndexServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {address}: the port is taken or the address is not local")
         self.grpc_server.start()
+        if self.ingestor is not None:
+            self.ingestor.start()  # marks the server ready once it has caught up
         log.info("listening", extra={"address": f"{self.config.host}:{self.port}", "dim": self.index.config.dim,
                                      "metric": self.index.config.metric, "items": len(self.index)})
         return self.port
@@ -245,6 +260,8 @@ class IndexServer:
         grace = self.config.grace_seconds if grace is None else grace
         log.info("draining", extra={"grace_seconds": grace})
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.ingestor is not None:
+            self.ingestor.stop()  # applies and commits the batch in hand
         self.grpc_server.stop(grace).wait()
         self.writer.close()
         log.info("stopped", extra={"items": len(self.index)})

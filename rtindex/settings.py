@@ -13,9 +13,12 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rtindex.config import IndexConfig
+
+if TYPE_CHECKING:
+    from rtindex.consumers.ingest import KafkaSettings
 
 ENV_PREFIX = "RTINDEX_"
 
@@ -48,6 +51,13 @@ class ServerConfig:
     write_queue: int = _opt(1_024, "writes waiting for the writer beyond which new ones get RESOURCE_EXHAUSTED")
     write_batch: int = _opt(65_536, "most ids the writer applies in one batch (it merges queued writes)")
     grace_seconds: float = _opt(15.0, "on SIGTERM, how long in-flight calls may take to finish")
+    # Kafka ingestion (off unless kafka_bootstrap is set)
+    kafka_bootstrap: str = _opt("", "Kafka bootstrap servers host:port; when set, the server consumes kafka_topic")
+    kafka_topic: str = _opt("rtindex.catalog", "topic of CatalogChange messages (its dead letters go to <topic>.dlq)")
+    kafka_group: str = _opt("rtindex", "consumer group (replicas of one shard use different groups)")
+    kafka_batch: int = _opt(2_000, "most messages applied in one batch")
+    kafka_batch_ms: int = _opt(20, "how long one poll waits for a batch to fill, ms")
+    kafka_ready_lag: int = _opt(1_000, "at start-up, health is NOT_SERVING until the consumer lag is below this")
     # logs
     log_level: str = _opt("info", "debug, info, warning or error")
     log_format: str = _opt("json", "json (one object per line) or text")
@@ -57,7 +67,7 @@ class ServerConfig:
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0..65535, got {self.port}")
         for name in ("grpc_threads", "max_concurrent_rpcs", "max_message_mb", "max_queries", "max_k", "max_ef",
-                     "max_write_ids", "write_queue", "write_batch"):
+                     "max_write_ids", "write_queue", "write_batch", "kafka_batch", "kafka_batch_ms"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.grace_seconds < 0:
@@ -68,6 +78,16 @@ class ServerConfig:
             problems.append(f"log_format must be json or text, got {self.log_format!r}")
         if problems:
             raise ValueError("invalid server configuration: " + "; ".join(problems))
+
+    def kafka_settings(self) -> KafkaSettings | None:
+        if not self.kafka_bootstrap:
+            return None
+        from rtindex.consumers.ingest import KafkaSettings
+
+        return KafkaSettings(
+            bootstrap=self.kafka_bootstrap, topic=self.kafka_topic, group=self.kafka_group, batch=self.kafka_batch,
+            batch_ms=self.kafka_batch_ms, ready_lag=self.kafka_ready_lag,
+        )
 
     def index_config(self) -> IndexConfig:
         """The index part (validated by IndexConfig, with its own messages)."""

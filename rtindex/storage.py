@@ -182,3 +182,73 @@ class IdMap:
 
     def nbytes(self) -> int:
         return self.keys.nbytes + self.vals.nbytes
+
+
+class Graveyard:
+    """Versions of deleted ids, so a replayed older upsert cannot bring a deleted item
+    back (a delete and an older upsert of one id may be applied in either order when a
+    stream is replayed). Bounded: past ``capacity`` the oldest entries are forgotten
+    (ring buffer; the arrays grow geometrically up to ``capacity``)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._map = IdMap(min(capacity, 1024))  # id -> ring slot
+        size = max(1, min(capacity, 1024))
+        self._ids = np.full(size, -1, np.int64)
+        self._versions = np.zeros(size, np.int64)
+        self._next = 0  # ring slot written next
+        self.count = 0
+
+    def versions_of(self, ids: np.ndarray) -> np.ndarray:
+        """Recorded delete version of each id, or int64 min where none."""
+        slots = self._map.get(ids)
+        out = np.full(len(ids), np.iinfo(np.int64).min, np.int64)
+        out[slots >= 0] = self._versions[slots[slots >= 0]]
+        return out
+
+    def record(self, ids: np.ndarray, versions: np.ndarray) -> None:
+        if self.capacity == 0 or len(ids) == 0:
+            return
+        ids, versions = ids[-self.capacity :], versions[-self.capacity :]
+        slots = self._map.get(ids)
+        known = slots >= 0
+        self._versions[slots[known]] = np.maximum(self._versions[slots[known]], versions[known])
+        new_ids, new_versions = ids[~known], versions[~known]
+        if len(new_ids) == 0:
+            return
+        self._grow_for(len(new_ids))
+        ring = len(self._ids)
+        positions = (self._next + np.arange(len(new_ids))) % ring
+        evicted = self._ids[positions]
+        self._map.remove(evicted[evicted >= 0])
+        self.count -= int((evicted >= 0).sum())
+        self._ids[positions] = new_ids
+        self._versions[positions] = new_versions
+        self._map.put(new_ids, positions.astype(np.int32))
+        self.count += len(new_ids)
+        self._next = int((self._next + len(new_ids)) % ring)
+
+    def forget(self, ids: np.ndarray) -> None:
+        slots = self._map.get(ids)
+        hit = slots >= 0
+        if hit.any():
+            self._ids[slots[hit]] = -1
+            self._map.remove(ids[hit])
+            self.count -= int(hit.sum())
+
+    def _grow_for(self, n: int) -> None:
+        ring = len(self._ids)
+        if self.count + n <= ring or ring >= self.capacity:
+            return
+        size = min(self.capacity, max(2 * ring, self.count + n))
+        order = (self._next + np.arange(ring)) % ring  # oldest first
+        live = order[self._ids[order] >= 0]
+        ids = np.full(size, -1, np.int64)
+        versions = np.zeros(size, np.int64)
+        ids[: len(live)] = self._ids[live]
+        versions[: len(live)] = self._versions[live]
+        self._ids, self._versions, self._next = ids, versions, len(live)
+        self._map.put(ids[: len(live)], np.arange(len(live), dtype=np.int32))
+
+    def nbytes(self) -> int:
+        return self._ids.nbytes + self._versions.nbytes + self._map.nbytes()

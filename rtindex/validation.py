@@ -79,6 +79,23 @@ def as_matrix(vectors: object, dim: int, what: str, rows: int | None = None) -> 
     return out
 
 
+def row_problems(rows: np.ndarray, metric: str, float16: bool) -> list[str | None]:
+    """Per row: why the index would refuse it (the rules of as_matrix, normalized_rows
+    and check_float16_range), or None. For streams, where one bad row must not sink a
+    whole batch."""
+    reasons: list[str | None] = [None] * len(rows)
+    finite = np.isfinite(rows).all(axis=1)
+    for i in np.flatnonzero(~finite):
+        reasons[i] = "embedding contains NaN or infinity"
+    if metric == "cosine":
+        for i in np.flatnonzero(finite & (np.abs(rows).max(axis=1) == 0)):
+            reasons[i] = "embedding is all zeros (cosine needs a direction)"
+    if float16:
+        for i in np.flatnonzero(finite & (np.abs(rows).max(axis=1) > 65504.0)):
+            reasons[i] = "embedding has values beyond float16 range (|x| > 65504)"
+    return reasons
+
+
 def check_float16_range(vectors: np.ndarray, what: str) -> None:
     """Rows must be representable in float16 when the index traverses a float16 copy."""
     too_big = np.abs(vectors).max(axis=1) > 65504.0

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Set up .venv if needed, then run the whole test suite (this is what CI runs):
-#   1. ruff, 2. pytest, 3. the kernel tests again with numba's bounds checks on (an
-#   out-of-bounds write in a kernel corrupts memory silently otherwise).
+# Set up .venv if needed, start the Kafka broker if it is not running (scripts/kafka.sh;
+# stopped again afterwards), then run the whole test suite (this is what CI runs):
+#   1. ruff, 2. pytest (Kafka tests included), 3. the kernel tests again with numba's
+#   bounds checks on (an out-of-bounds write in a kernel corrupts memory silently otherwise).
 # Extra arguments go to the main pytest run (e.g. scripts/test.sh -k churn).
 set -euo pipefail
-source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+here="$(dirname "${BASH_SOURCE[0]}")"
+source "$here/bootstrap.sh"
 ruff check .
+if ! "$here/kafka.sh" status >/dev/null 2>&1; then
+  "$here/kafka.sh" start
+  trap '"$here/kafka.sh" stop' EXIT
+fi
+export RTINDEX_KAFKA_BOOTSTRAP="$("$here/kafka.sh" bootstrap)"
 python -m pytest "$@"
 if [ $# -eq 0 ] && [ "${RTINDEX_SKIP_BOUNDSCHECK:-0}" != 1 ]; then
   echo "== kernel tests with NUMBA_BOUNDSCHECK=1"

@@ -137,3 +137,28 @@ def test_equal_scores_are_ordered_by_id() -> None:
     index.upsert([9, 3, 7, 1, 5], np.repeat(v, 5, axis=0))
     res = index.search(v, k=5, ef=16)
     assert res.ids[0].tolist() == [1, 3, 5, 7, 9]
+
+
+def test_a_replayed_older_upsert_does_not_bring_a_deleted_item_back() -> None:
+    index = Index(dim=16, metric="l2")
+    x = _vectors(3)
+    index.upsert([1], x[:1], versions=[5])
+    index.delete([1], versions=[6])
+    assert index.upsert([1], x[1:2], versions=[5]).skipped_stale == 1  # replayed
+    assert 1 not in index
+    index.delete([2], versions=[9])  # the delete of an id arrives before its upsert
+    assert index.upsert([2], x[2:3], versions=[8]).skipped_stale == 1
+    assert index.upsert([2], x[2:3], versions=[10]).inserted == 1  # a newer one applies
+    assert index.upsert([1], x[1:2], versions=[7]).inserted == 1
+    assert sorted(index.search(x, k=3).ids[0].tolist()) == [-1, 1, 2]
+
+
+def test_the_memory_of_deleted_versions_is_bounded() -> None:
+    index = Index(dim=16, metric="l2", deleted_versions_kept=100)
+    x = _vectors(1000)
+    index.upsert(np.arange(1000), x, versions=np.ones(1000, np.int64))
+    for lo in range(0, 1000, 50):
+        index.delete(np.arange(lo, lo + 50), versions=np.full(50, 2))
+    assert index.stats()["deleted_versions_kept"] == 100
+    assert index.upsert([999], x[:1], versions=[1]).skipped_stale == 1  # recent: remembered
+    assert index.upsert([0], x[:1], versions=[1]).inserted == 1  # oldest: forgotten

@@ -1,0 +1,264 @@
+"""The Kafka ingestion loop: consume a batch, apply it through the single writer, then
+commit. A change is committed only once it is searchable, so a crash never loses a
+committed change, and replaying uncommitted ones is harmless (versions).
+
+- Invalid messages go to ``<topic>.dlq`` (same key and value, the reason in the
+  ``rtindex-reason`` header) and the loop carries on; the DLQ is flushed before the
+  offsets that skipped them are committed.
+- Rebalance: batches are applied and committed before the next poll, so a revoke
+  (which happens inside a poll) finds nothing pending; it commits once more anyway.
+- Lag per partition (high watermark minus position) and apply latency (producer time
+  to searchable) are in ``stats()``; ``on_ready`` fires once, when the lag first drops
+  under ``ready_lag`` after the partitions were assigned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from rtindex.consumers.codec import Poison, decode, invalid_rows, reduce_batch
+from rtindex.index import Index
+from rtindex.writer import Overloaded, Writer
+
+log = logging.getLogger("rtindex.kafka")
+
+
+@dataclass
+class KafkaSettings:
+    bootstrap: str
+    topic: str
+    group: str = "rtindex"
+    batch: int = 2_000  # most messages applied in one batch
+    batch_ms: int = 20  # how long a poll waits for a batch to fill
+    ready_lag: int = 1_000  # health turns SERVING once the total lag is below this
+    dlq_topic: str = ""  # default "<topic>.dlq"
+    client_config: dict[str, Any] = field(default_factory=dict)  # extra librdkafka settings
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.topic}.dlq"
+
+
+@dataclass
+class IngestStats:
+    consumed: int = 0
+    batches: int = 0
+    upserts: int = 0
+    deletes: int = 0
+    skipped_stale: int = 0
+    superseded: int = 0
+    dead_letters: int = 0
+    commits: int = 0
+    lag: dict[int, int] = field(default_factory=dict)
+    # (applied at, produced -> searchable seconds) of recent changes; reported over the last 10 s
+    latencies: deque = field(default_factory=lambda: deque(maxlen=200_000))
+
+
+class KafkaIngestor:
+    def __init__(self, index: Index, writer: Writer, settings: KafkaSettings,
+                 on_ready: Callable[[], None] | None = None) -> None:
+        self.index = index
+        self.writer = writer
+        self.settings = settings
+        self.on_ready = on_ready
+        self.stats = IngestStats()
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._assigned = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="rtindex-kafka", daemon=True)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Finish the batch in hand, commit, leave the group."""
+        self._stop.set()
+        self._thread.join(timeout)
+
+    @property
+    def failed(self) -> BaseException | None:
+        return self._error
+
+    def _consumer(self) -> Consumer:
+        s = self.settings
+        config = {
+            "bootstrap.servers": s.bootstrap,
+            "group.id": s.group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": False,
+            "group.protocol": "consumer",  # KIP-848: a restarted member rejoins without waiting out a session
+            "statistics.interval.ms": 500,
+            "stats_cb": self._on_stats,
+        }
+        config.update(s.client_config)
+        consumer = Consumer(config)
+        consumer.subscribe([s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        return consumer
+
+    def _run(self) -> None:
+        s = self.settings
+        consumer = self._consumer()
+        dlq = Producer({"bootstrap.servers": s.bootstrap, "linger.ms": 5, **{
+            k: v for k, v in s.client_config.items() if k.startswith(("security.", "sasl.", "ssl."))}})
+        try:
+            while not self._stop.is_set():
+                messages = consumer.consume(num_messages=s.batch, timeout=s.batch_ms / 1000)
+                if messages:
+                    dead_before = self.stats.dead_letters
+                    self._apply(messages, dlq)
+                    if self.stats.dead_letters > dead_before:
+                        dlq.flush(30)  # a skipped message is in the DLQ before its offset is committed
+                    # applied, hence searchable: commit. Asynchronously: a lost commit only
+                    # means a harmless replay; revoke and shutdown commit synchronously
+                    consumer.commit(asynchronous=True)
+                    self.stats.commits += 1
+                self._check_ready()
+        except Exception as exc:  # the loop must not die silently: stats and health show it
+            self._error = exc
+            log.exception("kafka ingestion stopped")
+        finally:
+            with contextlib.suppress(KafkaException):  # nothing consumed since the last commit
+                consumer.commit(asynchronous=False)
+            consumer.close()
+            dlq.flush(10)
+
+    # ------------------------------------------------------------------ one batch
+    def _apply(self, messages: list[Any], dlq: Producer) -> None:
+        dim = self.index.config.dim
+        changes = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("kafka message error", extra={"error": str(err)})
+                continue
+            try:
+                changes.append(decode(msg.key(), msg.value(), dim))
+            except Poison as exc:
+                self._dead_letter(dlq, msg, str(exc))
+        self.stats.consumed += len(messages)
+        if not changes:
+            return
+        batch = reduce_batch(changes, dim)
+        self.stats.superseded += batch.superseded
+        cfg = self.index.config
+        bad = invalid_rows(batch.upsert_rows, cfg.metric, cfg.traversal_precision == "float16")
+        if any(bad):
+            keep = np.array([b is None for b in bad])
+            by_id = {int(c.id): c for c in changes}
+            for i in np.flatnonzero(~keep):
+                self._dead_letter_change(dlq, by_id[int(batch.upsert_ids[i])], bad[i])  # type: ignore[arg-type]
+            batch.upsert_ids, batch.upsert_rows = batch.upsert_ids[keep], batch.upsert_rows[keep]
+            batch.upsert_versions = batch.upsert_versions[keep]
+        pending = []
+        if len(batch.upsert_ids):
+            ids, rows, versions = self.index.prepare_upsert(batch.upsert_ids, batch.upsert_rows, batch.upsert_versions)
+            pending.append(self._submit(lambda: self.writer.upsert(ids, rows, versions)))
+        if len(batch.delete_ids):
+            pending.append(self._submit(lambda: self.writer.delete(batch.delete_ids, batch.delete_versions)))
+        for future in pending:
+            result = future.result()
+            self.stats.skipped_stale += result.skipped_stale
+            if hasattr(result, "inserted"):
+                self.stats.upserts += result.inserted + result.refreshed
+            else:
+                self.stats.deletes += result.deleted
+        now = time.time()
+        self.stats.latencies.extend((now, lat) for lat in (now - batch.produced_at).tolist())
+        self.stats.batches += 1
+
+    def _submit(self, submit: Callable[[], Any]) -> Any:
+        """Hand a batch to the writer; a full queue means wait (Kafka is the buffer)."""
+        while True:
+            try:
+                return submit()
+            except Overloaded:
+                if self._stop.is_set():
+                    raise
+                time.sleep(0.01)
+
+    def _dead_letter(self, dlq: Producer, msg: Any, reason: str) -> None:
+        headers = [
+            ("rtindex-reason", reason.encode()), ("rtindex-source-topic", msg.topic().encode()),
+            ("rtindex-source-partition", str(msg.partition()).encode()),
+            ("rtindex-source-offset", str(msg.offset()).encode()),
+        ]
+        dlq.produce(self.settings.dead_letter_topic, key=msg.key(), value=msg.value(), headers=headers)
+        self.stats.dead_letters += 1
+        log.warning("dead letter", extra={"reason": reason, "partition": msg.partition(), "offset": msg.offset()})
+
+    def _dead_letter_change(self, dlq: Producer, change: Any, reason: str) -> None:
+        headers = [("rtindex-reason", reason.encode()), ("rtindex-source-topic", self.settings.topic.encode())]
+        dlq.produce(self.settings.dead_letter_topic, key=str(change.id).encode(), value=change.SerializeToString(),
+                    headers=headers)
+        self.stats.dead_letters += 1
+        log.warning("dead letter", extra={"reason": reason, "id": change.id})
+
+    # ------------------------------------------------------------------ group, lag
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
+        self._assigned.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("partitions revoked", extra={"partitions": [p.partition for p in partitions]})
+        with contextlib.suppress(KafkaException):  # nothing new to commit
+            consumer.commit(asynchronous=False)
+        for p in partitions:
+            self.stats.lag.pop(p.partition, None)
+
+    def _on_stats(self, payload: str) -> None:
+        """librdkafka's statistics (every 0.5 s, on the consumer thread, no broker round
+        trip): lag per partition = high watermark - next offset to consume. Asking the
+        broker for watermarks instead queued behind long-polling fetches and stalled
+        the loop for seconds."""
+        partitions = json.loads(payload).get("topics", {}).get(self.settings.topic, {}).get("partitions", {})
+        lag = {}
+        for key, p in partitions.items():
+            if key == "-1" or p.get("fetch_state") in (None, "none", "stopped"):
+                continue  # not assigned to us
+            if p["consumer_lag"] >= 0:
+                lag[int(key)] = p["consumer_lag"]
+            else:  # nothing consumed yet: all of it, or 0 for an empty partition
+                lag[int(key)] = max(0, p["hi_offset"] - max(p["lo_offset"], 0)) if p["hi_offset"] > 0 else 0
+        self.stats.lag = lag
+
+    def _check_ready(self) -> None:
+        if self.ready.is_set() or not self._assigned.is_set() or not self.stats.lag:
+            return
+        if sum(self.stats.lag.values()) <= self.settings.ready_lag:
+            self.ready.set()
+            log.info("caught up", extra={"lag": sum(self.stats.lag.values())})
+            if self.on_ready is not None:
+                self.on_ready()
+
+    def counters(self) -> dict[str, float]:
+        s = self.stats
+        horizon = time.time() - 10.0
+        recent = [lat for at, lat in list(s.latencies) if at >= horizon]
+        lat = np.array(recent) * 1e3 if recent else np.zeros(1)
+        out: dict[str, float] = {
+            "kafka_consumed": s.consumed, "kafka_batches": s.batches, "kafka_upserts": s.upserts,
+            "kafka_deletes": s.deletes, "kafka_skipped_stale": s.skipped_stale, "kafka_superseded": s.superseded,
+            "kafka_dead_letters": s.dead_letters, "kafka_commits": s.commits,
+            "kafka_lag_total": sum(s.lag.values()), "kafka_ready": float(self.ready.is_set()),
+            "kafka_failed": float(self._error is not None),
+            # produced -> searchable, changes applied in the last 10 s
+            "kafka_apply_latency_p50_ms": float(np.percentile(lat, 50)),
+            "kafka_apply_latency_p99_ms": float(np.percentile(lat, 99)),
+        }
+        out.update({f"kafka_lag_partition_{p}": v for p, v in sorted(s.lag.items())})
+        return out

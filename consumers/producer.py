@@ -1,0 +1,76 @@
+"""Producing catalog changes: ``CatalogProducer`` (one message per change, key = id)
+and ``ensure_topic``. Used by ``rtindex produce``, the tests and the benchmarks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import numpy as np
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from rtindex.consumers.codec import DELETE, UPSERT, encode
+
+
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 4, timeout: float = 30.0) -> None:
+    """Create ``topic`` and ``<topic>.dlq`` unless they exist (explicitly: the broker
+    does not auto-create topics)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    wanted = [NewTopic(topic, num_partitions=partitions, replication_factor=1),
+              NewTopic(f"{topic}.dlq", num_partitions=1, replication_factor=1)]
+    for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(f"cannot create topic {name} on {bootstrap}: {exc}") from None
+
+
+class CatalogProducer:
+    """Sends CatalogChange messages. ``rate`` (changes per second, 0 = as fast as
+    possible) paces sending; ``flush()`` waits for every delivery."""
+
+    def __init__(self, bootstrap: str, topic: str, rate: float = 0.0, **config: object) -> None:
+        self.topic = topic
+        self.rate = rate
+        self.sent = 0
+        self.failed = 0
+        self._start = time.perf_counter()
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2, "acks": "all",
+                                   "enable.idempotence": True, **config})
+
+    def _on_delivery(self, err: object, msg: object) -> None:
+        if err is not None:
+            self.failed += 1
+
+    def _pace(self) -> None:
+        if self.rate > 0:
+            due = self._start + self.sent / self.rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+
+    def send(self, key: bytes, value: bytes) -> None:
+        self._pace()
+        while True:
+            try:
+                self._producer.produce(self.topic, key=key, value=value, on_delivery=self._on_delivery)
+                break
+            except BufferError:  # local queue full: let deliveries drain
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+        self.sent += 1
+
+    def upsert(self, ids: Iterable[int], rows: np.ndarray, versions: Iterable[int]) -> None:
+        for item_id, row, version in zip(ids, rows, versions, strict=True):
+            self.send(*encode(UPSERT, item_id, version, row))
+
+    def delete(self, ids: Iterable[int], versions: Iterable[int]) -> None:
+        for item_id, version in zip(ids, versions, strict=True):
+            self.send(*encode(DELETE, item_id, version))
+
+    def flush(self, timeout: float = 60.0) -> None:
+        left = self._producer.flush(timeout)
+        if left or self.failed:
+            raise RuntimeError(f"{left} messages undelivered and {self.failed} failed after {timeout} s")
