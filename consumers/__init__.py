@@ -1,2 +1,6 @@
-"""Kafka ingestion (installed as ``rtindex.consumers``): consumer, message codec and
-producer helper. Built in the Kafka issue; nothing here yet."""
+"""Kafka ingestion (installed as ``rtindex.consumers``).
+
+``codec`` (CatalogChange encode/decode/checks), ``ingest`` (the consumer loop: batch,
+apply through the single writer, commit; dead letters; lag; readiness), ``producer``
+(CatalogProducer, ensure_topic) and ``sources`` (change streams for ``rtindex produce``).
+"""
