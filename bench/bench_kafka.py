@@ -115,7 +115,7 @@ def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bootstrap", default=os.environ.get("RTINDEX_KAFKA_BOOTSTRAP", "127.0.0.1:19092"))
+    ap.add_argument("--bootstrap", default=os.environ.get("RTINDEX_TEST_KAFKA", "127.0.0.1:19092"))
     ap.add_argument("--n", type=int, default=100_000, help="items preloaded through Kafka")
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--rates", default="1000,5000,20000", help="changes per second to try")

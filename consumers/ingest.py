@@ -115,6 +115,7 @@ class KafkaIngestor:
         dlq = Producer({"bootstrap.servers": s.bootstrap, "linger.ms": 5, **{
             k: v for k, v in s.client_config.items() if k.startswith(("security.", "sasl.", "ssl."))}})
         try:
+            self._wait_for_topic(consumer)
             while not self._stop.is_set():
                 messages = consumer.consume(num_messages=s.batch, timeout=s.batch_ms / 1000)
                 if messages:
@@ -135,6 +136,26 @@ class KafkaIngestor:
                 consumer.commit(asynchronous=False)
             consumer.close()
             dlq.flush(10)
+
+    def _wait_for_topic(self, consumer: Consumer) -> None:
+        """A missing topic is the usual start-up mistake: say so clearly (once a minute)
+        and wait for it, NOT_SERVING, instead of logging fetch errors."""
+        topic, last_log = self.settings.topic, -np.inf
+        while not self._stop.is_set():
+            try:
+                meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
+                if meta is not None and meta.error is None and meta.partitions:
+                    return
+                reason = str(meta.error) if meta is not None and meta.error is not None else "no partitions"
+            except KafkaException as exc:
+                reason = f"broker unreachable: {exc}"
+            if time.monotonic() - last_log >= 60:
+                last_log = time.monotonic()
+                log.error("kafka topic not available; health stays NOT_SERVING until it is", extra={
+                    "topic": topic, "bootstrap": self.settings.bootstrap, "reason": reason,
+                    "fix": "create the topic (rtindex produce creates it; or kafka-topics.sh --create) "
+                           "or pass the right --topic / --kafka-bootstrap"})
+            self._stop.wait(2.0)
 
     # ------------------------------------------------------------------ one batch
     def _apply(self, messages: list[Any], dlq: Producer) -> None:

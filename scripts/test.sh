@@ -12,7 +12,8 @@ if ! "$here/kafka.sh" status >/dev/null 2>&1; then
   "$here/kafka.sh" start
   trap '"$here/kafka.sh" stop' EXIT
 fi
-export RTINDEX_KAFKA_BOOTSTRAP="$("$here/kafka.sh" bootstrap)"
+# a test-only name: RTINDEX_KAFKA_* would also configure every `rtindex serve` the tests start
+export RTINDEX_TEST_KAFKA="$("$here/kafka.sh" bootstrap)"
 python -m pytest "$@"
 if [ $# -eq 0 ] && [ "${RTINDEX_SKIP_BOUNDSCHECK:-0}" != 1 ]; then
   echo "== kernel tests with NUMBA_BOUNDSCHECK=1"

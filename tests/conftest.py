@@ -25,17 +25,17 @@ def clustered_64() -> np.ndarray:
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     """The real broker started by scripts/kafka.sh (scripts/test.sh and CI start it).
-    Kafka tests fail rather than skip without it, unless RTINDEX_KAFKA_OPTIONAL=1."""
+    Kafka tests fail rather than skip without it, unless RTINDEX_TEST_KAFKA_OPTIONAL=1."""
     import os
 
     from confluent_kafka.admin import AdminClient
 
-    bootstrap = os.environ.get("RTINDEX_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    bootstrap = os.environ.get("RTINDEX_TEST_KAFKA", "127.0.0.1:19092")
     try:
         AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
     except Exception as exc:
         message = f"no Kafka broker at {bootstrap} ({exc}); start one with scripts/kafka.sh start"
-        if os.environ.get("RTINDEX_KAFKA_OPTIONAL") == "1":
+        if os.environ.get("RTINDEX_TEST_KAFKA_OPTIONAL") == "1":
             pytest.skip(message)
         pytest.fail(message)
     return bootstrap

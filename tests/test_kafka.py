@@ -249,3 +249,29 @@ def test_the_server_turns_serving_only_once_the_consumer_has_caught_up(kafka_boo
     finally:
         server.stop(grace=2)
     _assert_matches(server.index, model)
+
+
+def test_a_missing_topic_is_reported_and_the_server_serves_once_it_exists(
+        kafka_bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
+    from rtindex.client import IndexClient
+    from rtindex.server import IndexServer
+    from rtindex.settings import ServerConfig
+
+    topic = f"rtindex-test-missing-{uuid.uuid4().hex[:10]}"
+    server = IndexServer(ServerConfig(port=0, dim=DIM, kafka_bootstrap=kafka_bootstrap, kafka_topic=topic,
+                                      kafka_group=f"g-{topic}", kafka_ready_lag=0, log_level="warning"))
+    with caplog.at_level("ERROR", logger="rtindex"):
+        server.start()
+        try:
+            with IndexClient(f"127.0.0.1:{server.port}", timeout=10) as client:
+                deadline = time.monotonic() + 30
+                while not any("topic not available" in r.getMessage() for r in caplog.records):
+                    assert time.monotonic() < deadline, "no log line about the missing topic"
+                    time.sleep(0.1)
+                assert client.health() == "NOT_SERVING"
+                record = next(r for r in caplog.records if "topic not available" in r.getMessage())
+                assert record.topic == topic and "create the topic" in record.fix  # type: ignore[attr-defined]
+                ensure_topic(kafka_bootstrap, topic)
+                client.wait_until_serving(timeout=60)
+        finally:
+            server.stop(grace=2)

@@ -17,10 +17,15 @@ import pytest
 from rtindex.client import IndexClient, IndexClientError
 
 
+def _clean_env() -> dict[str, str]:
+    """The caller's environment minus RTINDEX_* settings: only the flags configure the server."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("RTINDEX_")}, "PYTHONUNBUFFERED": "1"}
+
+
 def _start_server(*flags: str) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "rtindex.cli", "serve", "--port", "0", "--log-format", "json", *flags],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stderr=subprocess.PIPE, text=True, env=_clean_env(),
     )
     deadline = time.monotonic() + 60
     assert proc.stderr is not None
@@ -71,6 +76,6 @@ def test_sigterm_drains_the_call_in_flight_then_exits_zero() -> None:
 
 def test_serve_without_a_dimension_says_how_to_set_it() -> None:
     proc = subprocess.run([sys.executable, "-m", "rtindex.cli", "serve", "--port", "0"], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, env=_clean_env())
     assert proc.returncode == 2
     assert "--dim" in proc.stderr and "RTINDEX_DIM" in proc.stderr
