@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from rtindex.consumers.codec import Poison, decode, invalid_rows, reduce_batch
 from rtindex.index import Index
@@ -67,7 +67,12 @@ class IngestStats:
 
 class KafkaIngestor:
     def __init__(self, index: Index, writer: Writer, settings: KafkaSettings,
-                 on_ready: Callable[[], None] | None = None) -> None:
+                 on_ready: Callable[[], None] | None = None, start_offsets: dict[int, int] | None = None) -> None:
+        """start_offsets: where the index's state stands (partition -> next offset to
+        apply; partitions not named start at the beginning). Given, the consumer ignores
+        the group's committed offsets and resumes from the state: what a server that
+        starts empty or from a snapshot must do. None: resume from the committed offsets
+        (an in-process consumer restarted over an index that kept its state)."""
         self.index = index
         self.writer = writer
         self.settings = settings
@@ -78,6 +83,10 @@ class KafkaIngestor:
         self._assigned = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="rtindex-kafka", daemon=True)
+        self._from_state = start_offsets is not None
+        # partition -> next offset whose change is not yet applied (every change before
+        # it is searchable): what a snapshot taken now reflects
+        self._applied: dict[int, int] = dict(start_offsets or {})
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -121,6 +130,7 @@ class KafkaIngestor:
                 if messages:
                     dead_before = self.stats.dead_letters
                     self._apply(messages, dlq)
+                    self._record_applied(messages)
                     if self.stats.dead_letters > dead_before:
                         dlq.flush(30)  # a skipped message is in the DLQ before its offset is committed
                     # applied, hence searchable: commit. Asynchronously: a lost commit only
@@ -156,6 +166,19 @@ class KafkaIngestor:
                     "fix": "create the topic (rtindex produce creates it; or kafka-topics.sh --create) "
                            "or pass the right --topic / --kafka-bootstrap"})
             self._stop.wait(2.0)
+
+    def _record_applied(self, messages: list[Any]) -> None:
+        applied = dict(self._applied)
+        for msg in messages:
+            if msg.error() is None:
+                applied[msg.partition()] = max(applied.get(msg.partition(), 0), msg.offset() + 1)
+        self._applied = applied  # replaced whole: readers never see a half-updated dict
+
+    def applied_offsets(self) -> dict[str, Any]:
+        """The topic and, per partition, the next offset not yet applied. Read it while
+        writes are excluded (``Index.export_state(capture_with=...)``) and it matches the
+        state exactly: offsets are recorded only after their batch is searchable."""
+        return {"topic": self.settings.topic, "offsets": dict(self._applied)}
 
     # ------------------------------------------------------------------ one batch
     def _apply(self, messages: list[Any], dlq: Producer) -> None:
@@ -232,6 +255,12 @@ class KafkaIngestor:
     # ------------------------------------------------------------------ group, lag
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
+        if self._from_state:  # resume where the index's state stands, not at the group's commits
+            for p in partitions:
+                p.offset = self._applied.get(p.partition, OFFSET_BEGINNING)
+            consumer.incremental_assign(partitions)
+            log.info("resuming from the index state", extra={
+                "offsets": {p.partition: p.offset for p in partitions}})
         self._assigned.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

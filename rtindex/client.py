@@ -10,7 +10,7 @@ code written against ``Index`` handles them the same way.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -52,12 +52,17 @@ class Unavailable(IndexClientError, ConnectionError):
     """No server answered at the address (not started, stopped, or unreachable)."""
 
 
+class FailedPrecondition(IndexClientError, RuntimeError):
+    """The server cannot do this in its configuration (e.g. Snapshot without --data-dir)."""
+
+
 _ERRORS = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
 }
 
 
@@ -142,6 +147,24 @@ class IndexClient:
         out: dict[str, Any] = {k: (int(v) if float(v).is_integer() else v) for k, v in r.counters.items()}
         out.update(items=r.items, dim=r.dim, metric=r.metric, memory_bytes=r.memory_bytes)
         return out
+
+    def snapshot(self, progress: Callable[[int, int], None] | None = None,
+                 timeout: float | None = 3600.0) -> dict[str, Any]:
+        """Have the server write a snapshot to its data directory now; ``progress(done,
+        total)`` gets the bytes written as it goes. Returns the snapshot's details (seq,
+        path, items, size_bytes, pause_ms, write_seconds, kafka_offsets)."""
+        try:
+            for update in self._stub.Snapshot(index_pb2.SnapshotRequest(), timeout=timeout):
+                if update.done:
+                    i = update.info
+                    return {"seq": i.seq, "path": i.path, "items": i.items, "size_bytes": i.size_bytes,
+                            "pause_ms": i.pause_ms, "write_seconds": i.write_seconds,
+                            "kafka_offsets": dict(i.kafka_offsets)}
+                if progress is not None:
+                    progress(update.bytes_written, update.bytes_total)
+        except grpc.RpcError as exc:
+            _raise(exc)
+        raise IndexClientError(grpc.StatusCode.UNKNOWN, "Snapshot: the stream ended without a result")
 
     def health(self, service: str = "", timeout: float | None = None) -> str:
         """SERVING, NOT_SERVING, ... (the standard grpc.health.v1 check)."""

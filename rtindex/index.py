@@ -8,22 +8,23 @@ has returned.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from rtindex import validation
 from rtindex.config import IndexConfig
-from rtindex.engine import Engine
+from rtindex.engine import Counters, Engine
 from rtindex.insert import draw_levels, link_new_nodes
 from rtindex.kernels.layout import ITEM_DELETED, ITEM_LIVE, LIVE
 from rtindex.lockstep import search_lockstep
 from rtindex.repair import consolidate, consolidation_due, fix_entry_points, tombstone_nodes_of
 from rtindex.scorers import MetricScorer, Scorer
 from rtindex.search import SearchResult, search_batch
-from rtindex.storage import Graveyard, IdMap
+from rtindex.storage import GraphStore, Graveyard, IdMap
 
 # per-id outcomes
 INSERTED, REFRESHED, SKIPPED_STALE = 0, 1, 2
@@ -44,6 +45,19 @@ class DeleteResult:
     unknown_ids: np.ndarray  # int64: ids not in the index (nothing done for them)
     skipped_stale: int
     outcome: np.ndarray | None = None  # int8 per input id: DELETED / UNKNOWN / SKIPPED_STALE
+
+
+@dataclass
+class IndexState:
+    """Everything needed to rebuild an index exactly (``Index.export_state``): the
+    configuration, the used part of every table and free list, the id maps, the
+    bookkeeping counters and the level generator's state. ``extra`` carries what the
+    caller captured at the same instant (e.g. the Kafka offsets the state reflects)."""
+
+    config: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    extra: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,40 @@ class Index:
         index = cls.__new__(cls)
         index._init(config)
         return index
+
+    @classmethod
+    def from_state(cls, state: IndexState) -> Index:
+        """An index equal to the one ``state`` was exported from: same items, graph,
+        free slots and versions, hence the same search results."""
+        index = cls.from_config(IndexConfig(**state.config))
+        cfg, meta, arrays = index.config, state.meta, state.arrays
+        engine = index._engine
+        engine.store = GraphStore.restore(cfg.dim, cfg.M, cfg.traversal_precision == "float16", arrays, meta["marks"])
+        engine.live_nodes, engine.tombstones = meta["live_nodes"], meta["tombstones"]
+        engine.counters = Counters(**meta["counters"])
+        index._ids = IdMap.restore("idmap", arrays)
+        index._graveyard = Graveyard.restore(cfg.deleted_versions_kept, arrays)
+        index._rng.bit_generator.state = meta["rng"]
+        return index
+
+    def export_state(self, capture_with: Callable[[], dict[str, Any]] | None = None) -> IndexState:
+        """A consistent copy of the whole index (for snapshots). Writes wait while the
+        tables are copied (``meta["pause_seconds"]``); searches go on. ``capture_with``
+        runs at the same instant and its result lands in ``extra``: what it reports
+        (e.g. applied Kafka offsets) is exactly what the copy contains."""
+        engine = self._engine
+        with self._write_lock:
+            t0 = time.perf_counter()
+            extra = capture_with() if capture_with is not None else {}
+            arrays, marks = engine.store.export()
+            arrays.update(self._ids.export("idmap"))
+            arrays.update(self._graveyard.export())
+            meta = {
+                "marks": marks, "live_nodes": engine.live_nodes, "tombstones": engine.tombstones,
+                "counters": asdict(engine.counters), "rng": self._rng.bit_generator.state, "items": len(self),
+            }
+            meta["pause_seconds"] = time.perf_counter() - t0
+        return IndexState(config=asdict(self.config), arrays=arrays, meta=meta, extra=extra)
 
     def _init(self, config: IndexConfig) -> None:
         self.config = config

@@ -10,10 +10,11 @@ and status codes. Searches run on the RPC thread; writes go through the single
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,9 @@ from grpc_reflection.v1alpha import reflection
 
 from rtindex.index import Index
 from rtindex.settings import ServerConfig
+from rtindex.snapshots.restore import Restored, kafka_start_offsets, restore_newest
+from rtindex.snapshots.snapshotter import Snapshotter
+from rtindex.snapshots.store import SnapshotStore
 from rtindex.v1 import index_pb2, index_pb2_grpc
 from rtindex.writer import Overloaded, Writer
 
@@ -88,6 +92,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         self.config = config
         self.counters: _Counters = _Counters()
         self.extra_counters: list[Callable[[], dict[str, float]]] = []  # e.g. Kafka ingestion
+        self.snapshotter: Snapshotter | None = None
 
     # ------------------------------------------------------------------ decoding
     def _matrix(self, raw: bytes, dim: int, what: str, rows: int | None = None) -> np.ndarray:
@@ -180,6 +185,30 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             versions=res.versions.tolist(),
         )
 
+    def Snapshot(self, request: index_pb2.SnapshotRequest,
+                 context: grpc.ServicerContext) -> Iterator[index_pb2.SnapshotProgress]:
+        if self.snapshotter is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "Snapshot: this server has no data directory; start it with --data-dir D to take snapshots")
+        updates: queue.Queue[tuple[int, int]] = queue.Queue()
+        future = self.snapshotter.request(lambda done, total: updates.put((done, total)))  # type: ignore[union-attr]
+        while not (future.done() and updates.empty()):
+            try:
+                done, total = updates.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            yield index_pb2.SnapshotProgress(bytes_written=done, bytes_total=total)
+        try:
+            info = future.result()
+        except Exception as exc:
+            self.counters["rpc_Snapshot_failed"] += 1
+            context.abort(grpc.StatusCode.INTERNAL, f"Snapshot failed: {exc} (details in the server log)")
+        self.counters["rpc_Snapshot_ok"] += 1
+        offsets = {int(p): int(o) for p, o in (info.extra.get("kafka") or {}).get("offsets", {}).items()}
+        yield index_pb2.SnapshotProgress(done=True, info=index_pb2.SnapshotInfo(
+            seq=info.seq, path=str(info.path), items=info.items, size_bytes=info.bytes,
+            pause_ms=info.pause_seconds * 1e3, write_seconds=info.write_seconds, kafka_offsets=offsets))
+
     @_rpc
     def Stats(self, request: index_pb2.StatsRequest, context: grpc.ServicerContext) -> index_pb2.StatsResponse:
         stats = self.index.stats()
@@ -204,6 +233,15 @@ class IndexServer:
 
     def __init__(self, config: ServerConfig, index: Index | None = None) -> None:
         self.config = config
+        self.store: SnapshotStore | None = None
+        self.restored: Restored | None = None
+        if config.data_dir:
+            self.store = SnapshotStore(config.data_dir, config.snapshot_keep)
+            self.store.lock()
+            if index is None:
+                self.restored = restore_newest(self.store, {"threads": config.threads, "ef_search": config.ef_search},
+                                               dim=config.dim)
+                index = self.restored.index if self.restored else None
         self.index = index if index is not None else Index.from_config(config.index_config())
         self.writer = Writer(self.index, config.write_queue, config.write_batch)
         self.health = health.HealthServicer()
@@ -228,8 +266,24 @@ class IndexServer:
         if kafka is not None:
             from rtindex.consumers.ingest import KafkaIngestor
 
-            self.ingestor = KafkaIngestor(self.index, self.writer, kafka, on_ready=self.mark_ready)
+            # the index decides where to resume: a snapshot's offsets, or the beginning
+            start = kafka_start_offsets(self.restored.info if self.restored else None, kafka.topic)
+            self.ingestor = KafkaIngestor(self.index, self.writer, kafka, on_ready=self.mark_ready,
+                                          start_offsets=start)
             self.servicer.extra_counters.append(self.ingestor.counters)
+        self.snapshotter: Snapshotter | None = None
+        if self.store is not None:
+            self.snapshotter = Snapshotter(
+                self.index, self.store, self.ingestor.applied_offsets if self.ingestor else None,
+                interval=config.snapshot_interval_s, every_ops=config.snapshot_every_ops)
+            self.servicer.snapshotter = self.snapshotter
+            self.servicer.extra_counters.append(self._snapshot_counters)
+
+    def _snapshot_counters(self) -> dict[str, float]:
+        out = self.snapshotter.counters() if self.snapshotter else {}
+        if self.restored is not None:
+            out.update(restored_from_seq=self.restored.info.seq, restore_seconds=self.restored.seconds)
+        return out
 
     def _set_health(self, status: int) -> None:
         for name in ("", SERVICE_NAME):
@@ -241,6 +295,8 @@ class IndexServer:
         if self.port == 0:
             raise OSError(f"cannot listen on {address}: the port is taken or the address is not local")
         self.grpc_server.start()
+        if self.snapshotter is not None:
+            self.snapshotter.start()
         if self.ingestor is not None:
             self.ingestor.start()  # marks the server ready once it has caught up
         log.info("listening", extra={"address": f"{self.config.host}:{self.port}", "dim": self.index.config.dim,
@@ -264,6 +320,10 @@ class IndexServer:
             self.ingestor.stop()  # applies and commits the batch in hand
         self.grpc_server.stop(grace).wait()
         self.writer.close()
+        if self.snapshotter is not None:
+            self.snapshotter.close(final=True)  # a clean restart needs no replay
+        if self.store is not None:
+            self.store.unlock()
         log.info("stopped", extra={"items": len(self.index)})
 
     def run_until_signal(self) -> None:

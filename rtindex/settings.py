@@ -58,6 +58,13 @@ class ServerConfig:
     kafka_batch: int = _opt(2_000, "most messages applied in one batch")
     kafka_batch_ms: int = _opt(20, "how long one poll waits for a batch to fill, ms")
     kafka_ready_lag: int = _opt(1_000, "at start-up, health is NOT_SERVING until the consumer lag is below this")
+    # snapshots (off unless data_dir is set)
+    data_dir: str = _opt("", "directory of RocksDB snapshots: at start-up the newest valid one is loaded and Kafka "
+                         "replays from its offsets; snapshots are written there periodically, on demand and at "
+                         "shutdown")
+    snapshot_keep: int = _opt(3, "snapshots kept in data_dir (older ones are removed)")
+    snapshot_interval_s: float = _opt(600.0, "seconds between periodic snapshots (0 = none)")
+    snapshot_every_ops: int = _opt(0, "also snapshot after this many applied writes (0 = not by count)")
     # logs
     log_level: str = _opt("info", "debug, info, warning or error")
     log_format: str = _opt("json", "json (one object per line) or text")
@@ -70,6 +77,10 @@ class ServerConfig:
                      "max_write_ids", "write_queue", "write_batch", "kafka_batch", "kafka_batch_ms"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.snapshot_keep < 1:
+            problems.append(f"snapshot_keep must be >= 1, got {self.snapshot_keep}")
+        if self.snapshot_interval_s < 0 or self.snapshot_every_ops < 0:
+            problems.append("snapshot_interval_s and snapshot_every_ops must be >= 0")
         if self.grace_seconds < 0:
             problems.append(f"grace_seconds must be >= 0, got {self.grace_seconds}")
         if self.log_level not in ("debug", "info", "warning", "error"):
@@ -117,6 +128,9 @@ def _field_types() -> dict[str, type]:
     return {f.name: _TYPES[f.type] if isinstance(f.type, str) else f.type for f in fields(ServerConfig)}
 
 
+_ALIASES = {"kafka_topic": ("--topic",), "kafka_group": ("--group",)}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One --flag per field (defaults left None so that unset flags do not override)."""
     parser.add_argument("--config", help="TOML file with any of these settings (top level or a [server] table); "
@@ -124,7 +138,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in fields(ServerConfig):
         default = f.default if f.default is not MISSING else None
         parser.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f.name, default=None, type=_field_types()[f.name],
+            "--" + f.name.replace("_", "-"), *_ALIASES.get(f.name, ()), dest=f.name, default=None, type=_field_types()[f.name],
             help=f"{f.metadata['help']} (default {default}; env {ENV_PREFIX}{f.name.upper()})",
         )
 

@@ -76,6 +76,20 @@ class SlotPool:
     def nbytes(self) -> int:
         return self._free.nbytes + sum(s.nbytes for _, s in self._limbo)
 
+    def export(self) -> tuple[int, np.ndarray]:
+        """(high-water mark, free slots): slots in limbo count as free, since a restored
+        index has no running searches."""
+        limbo = [s for _, s in self._limbo]
+        return self.high_water, np.concatenate([self._free[: self._n_free], *limbo]).astype(np.int32)
+
+    @classmethod
+    def restore(cls, high_water: int, free: np.ndarray) -> SlotPool:
+        pool = cls()
+        pool.high_water = int(high_water)
+        pool._free = np.array(free, np.int32) if len(free) else np.empty(64, np.int32)
+        pool._n_free = len(free)
+        return pool
+
 
 def _grown(arr: np.ndarray, capacity: int, fill: int | float) -> np.ndarray:
     out = np.full((capacity, *arr.shape[1:]), fill, dtype=arr.dtype)
@@ -143,6 +157,49 @@ class GraphStore:
         if changes:
             self.tables = t._replace(**changes)
 
+    def export(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        """Copies of the used part of every table (float16 copy excluded: derived) and
+        of the free lists; the high-water marks. Call with writes excluded."""
+        t = self.tables
+        arrays: dict[str, np.ndarray] = {}
+        marks: dict[str, int] = {}
+        for pool_name, pool, fields in (("node", self.node_slots, _NODE_FIELDS),
+                                        ("upper", self.upper_slots, _UPPER_FIELDS),
+                                        ("item", self.item_slots, _ITEM_FIELDS)):
+            high, free = pool.export()
+            marks[pool_name] = high
+            arrays[f"free_{pool_name}"] = free
+            for name in fields:
+                if name != "vectors16":
+                    arrays[name] = getattr(t, name)[:high].copy()
+        arrays["entry_node"] = t.entry_node.copy()
+        return arrays, marks
+
+    @classmethod
+    def restore(cls, dim: int, M: int, half_copy: bool, arrays: dict[str, np.ndarray],
+                marks: dict[str, int]) -> GraphStore:
+        """The inverse of ``export``: tables sized to the high-water marks (they grow on
+        the next insert), the float16 copy recomputed."""
+        store = cls(dim, M, 1, half_copy)
+        changes: dict[str, np.ndarray] = {}
+        for pool_name, fields in (("node", _NODE_FIELDS), ("upper", _UPPER_FIELDS), ("item", _ITEM_FIELDS)):
+            capacity = max(1, marks[pool_name])
+            for name, fill in fields.items():
+                if name == "vectors16":
+                    continue
+                saved = arrays[name]
+                out = np.full((capacity, *saved.shape[1:]), fill, dtype=saved.dtype)
+                out[: len(saved)] = saved
+                changes[name] = out
+        changes["vectors16"] = (changes["vectors"].astype(np.float16).view(np.uint16) if half_copy
+                                else np.zeros((changes["vectors"].shape[0], 0), np.uint16))
+        changes["entry_node"] = arrays["entry_node"].astype(np.int32)
+        store.tables = store.tables._replace(**changes)
+        store.node_slots = SlotPool.restore(marks["node"], arrays["free_node"])
+        store.upper_slots = SlotPool.restore(marks["upper"], arrays["free_upper"])
+        store.item_slots = SlotPool.restore(marks["item"], arrays["free_item"])
+        return store
+
     def reclaim(self, oldest_active_epoch: int) -> None:
         for pool in (self.node_slots, self.upper_slots, self.item_slots):
             pool.reclaim(oldest_active_epoch)
@@ -179,6 +236,17 @@ class IdMap:
 
     def remove(self, ids: np.ndarray) -> None:
         self.count -= idmap_remove(self.keys, self.vals, ids)
+
+    def export(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}_keys": self.keys.copy(), f"{prefix}_vals": self.vals.copy(),
+                f"{prefix}_count": np.array([self.count], np.int64)}
+
+    @classmethod
+    def restore(cls, prefix: str, arrays: dict[str, np.ndarray]) -> IdMap:
+        m = cls()
+        m.keys, m.vals = arrays[f"{prefix}_keys"].astype(np.int64), arrays[f"{prefix}_vals"].astype(np.int32)
+        m.count = int(arrays[f"{prefix}_count"][0])
+        return m
 
     def nbytes(self) -> int:
         return self.keys.nbytes + self.vals.nbytes
@@ -252,3 +320,15 @@ class Graveyard:
 
     def nbytes(self) -> int:
         return self._ids.nbytes + self._versions.nbytes + self._map.nbytes()
+
+    def export(self) -> dict[str, np.ndarray]:
+        return {"graveyard_ids": self._ids.copy(), "graveyard_versions": self._versions.copy(),
+                "graveyard_ring": np.array([self._next, self.count], np.int64), **self._map.export("graveyard_map")}
+
+    @classmethod
+    def restore(cls, capacity: int, arrays: dict[str, np.ndarray]) -> Graveyard:
+        g = cls(capacity)
+        g._ids, g._versions = arrays["graveyard_ids"].astype(np.int64), arrays["graveyard_versions"].astype(np.int64)
+        g._next, g.count = (int(v) for v in arrays["graveyard_ring"])
+        g._map = IdMap.restore("graveyard_map", arrays)
+        return g

@@ -35,6 +35,12 @@ def test_settings_precedence_is_defaults_file_environment_flags(tmp_path: Path) 
     assert cfg.index_config().metric == "cosine"
 
 
+def test_kafka_flags_have_the_short_names_too() -> None:
+    cfg = settings.load(_args("--dim", "8", "--kafka-bootstrap", "h:1", "--topic", "t", "--group", "g"), {})
+    assert (cfg.kafka_bootstrap, cfg.kafka_topic, cfg.kafka_group) == ("h:1", "t", "g")
+    assert cfg.kafka_settings() is not None and cfg.kafka_settings().topic == "t"  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(
     ("flags", "env", "toml", "message"),
     [

@@ -2,7 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -118,3 +118,44 @@ class StatsResponse(_message.Message):
     memory_bytes: int
     counters: _containers.ScalarMap[str, float]
     def __init__(self, items: _Optional[int] = ..., dim: _Optional[int] = ..., metric: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., counters: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class SnapshotRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SnapshotProgress(_message.Message):
+    __slots__ = ("bytes_written", "bytes_total", "done", "info")
+    BYTES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    bytes_written: int
+    bytes_total: int
+    done: bool
+    info: SnapshotInfo
+    def __init__(self, bytes_written: _Optional[int] = ..., bytes_total: _Optional[int] = ..., done: _Optional[bool] = ..., info: _Optional[_Union[SnapshotInfo, _Mapping]] = ...) -> None: ...
+
+class SnapshotInfo(_message.Message):
+    __slots__ = ("seq", "path", "items", "size_bytes", "pause_ms", "write_seconds", "kafka_offsets")
+    class KafkaOffsetsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PAUSE_MS_FIELD_NUMBER: _ClassVar[int]
+    WRITE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    KAFKA_OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    path: str
+    items: int
+    size_bytes: int
+    pause_ms: float
+    write_seconds: float
+    kafka_offsets: _containers.ScalarMap[int, int]
+    def __init__(self, seq: _Optional[int] = ..., path: _Optional[str] = ..., items: _Optional[int] = ..., size_bytes: _Optional[int] = ..., pause_ms: _Optional[float] = ..., write_seconds: _Optional[float] = ..., kafka_offsets: _Optional[_Mapping[int, int]] = ...) -> None: ...

@@ -59,6 +59,11 @@ class IndexServiceStub:
                 request_serializer=rtindex_dot_v1_dot_index__pb2.StatsRequest.SerializeToString,
                 response_deserializer=rtindex_dot_v1_dot_index__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.Snapshot = channel.unary_stream(
+                '/rtindex.v1.IndexService/Snapshot',
+                request_serializer=rtindex_dot_v1_dot_index__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=rtindex_dot_v1_dot_index__pb2.SnapshotProgress.FromString,
+                _registered_method=True)
 
 
 class IndexServiceServicer:
@@ -101,6 +106,14 @@ class IndexServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Snapshot(self, request, context):
+        """Write a snapshot to the server's --data-dir now (FAILED_PRECONDITION without one).
+        Streams progress; the last message has done = true and the snapshot's details.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IndexServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +141,11 @@ def add_IndexServiceServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=rtindex_dot_v1_dot_index__pb2.StatsRequest.FromString,
                     response_serializer=rtindex_dot_v1_dot_index__pb2.StatsResponse.SerializeToString,
+            ),
+            'Snapshot': grpc.unary_stream_rpc_method_handler(
+                    servicer.Snapshot,
+                    request_deserializer=rtindex_dot_v1_dot_index__pb2.SnapshotRequest.FromString,
+                    response_serializer=rtindex_dot_v1_dot_index__pb2.SnapshotProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +283,33 @@ class IndexService:
             '/rtindex.v1.IndexService/Stats',
             rtindex_dot_v1_dot_index__pb2.StatsRequest.SerializeToString,
             rtindex_dot_v1_dot_index__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Snapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/rtindex.v1.IndexService/Snapshot',
+            rtindex_dot_v1_dot_index__pb2.SnapshotRequest.SerializeToString,
+            rtindex_dot_v1_dot_index__pb2.SnapshotProgress.FromString,
             options,
             channel_credentials,
             insecure,

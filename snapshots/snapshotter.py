@@ -1,0 +1,106 @@
+"""When snapshots are taken: on demand (gRPC ``Snapshot``, ``rtindex snapshot``), every
+``interval`` seconds and/or every ``every_ops`` applied writes, and at shutdown.
+
+One snapshot at a time, written by one low-priority thread: the index state is copied
+while writes wait (searches go on), then the copy goes to disk while the index serves
+and takes writes again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from rtindex.index import Index
+from rtindex.snapshots.store import Progress, SnapshotInfo, SnapshotStore
+
+log = logging.getLogger("rtindex.snapshots")
+
+
+def _lower_priority() -> None:
+    """Linux nice values are per thread: the disk writer yields the cores to searches."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+class Snapshotter:
+    def __init__(self, index: Index, store: SnapshotStore, capture_with: Callable[[], dict[str, Any]] | None = None,
+                 interval: float = 0.0, every_ops: int = 0) -> None:
+        self.index = index
+        self.store = store
+        self.capture_with = capture_with
+        self.interval = interval
+        self.every_ops = every_ops
+        self.last: SnapshotInfo | None = None
+        self.taken = 0
+        self.failed = 0
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="rtindex-snapshot", initializer=_lower_priority)
+        self._stop = threading.Event()
+        self._scheduler = threading.Thread(target=self._schedule, name="rtindex-snapshot-timer", daemon=True)
+        self._last_at = time.monotonic()
+        self._last_ops = self._ops()
+
+    def _ops(self) -> int:
+        s = self.index.stats()
+        return s["inserted"] + s["refreshed"] + s["deleted"]
+
+    # ------------------------------------------------------------------ taking one
+    def request(self, progress: Progress | None = None) -> Future[SnapshotInfo]:
+        """Queue a snapshot; the future gives its info (or the error)."""
+        return self._executor.submit(self._take, progress)
+
+    def take(self, progress: Progress | None = None) -> SnapshotInfo:
+        return self.request(progress).result()
+
+    def _take(self, progress: Progress | None) -> SnapshotInfo:
+        ops = self._ops()
+        try:
+            state = self.index.export_state(self.capture_with)
+            info = self.store.write(state, progress)
+        except Exception:
+            self.failed += 1
+            log.exception("snapshot failed", extra={"data_dir": str(self.store.data_dir)})
+            raise
+        self.last, self.taken = info, self.taken + 1
+        self._last_at, self._last_ops = time.monotonic(), ops
+        return info
+
+    # ------------------------------------------------------------------ periodic
+    def start(self) -> None:
+        if self.interval > 0 or self.every_ops > 0:
+            self._scheduler.start()
+
+    def _schedule(self) -> None:
+        while not self._stop.wait(0.5):
+            due_time = self.interval > 0 and time.monotonic() - self._last_at >= self.interval
+            due_ops = self.every_ops > 0 and self._ops() - self._last_ops >= self.every_ops
+            if due_time or due_ops:
+                with contextlib.suppress(Exception):  # logged in _take; the next period retries
+                    self.take()
+
+    def close(self, final: bool = False) -> None:
+        """Stop the timer; with ``final``, take one last snapshot (clean shutdown)."""
+        self._stop.set()
+        if self._scheduler.is_alive():
+            self._scheduler.join()
+        if final:
+            with contextlib.suppress(Exception):
+                self.take()
+        self._executor.shutdown(wait=True)
+
+    def counters(self) -> dict[str, float]:
+        last = self.last
+        return {
+            "snapshots_taken": self.taken, "snapshots_failed": self.failed,
+            "snapshot_last_seq": last.seq if last else -1,
+            "snapshot_last_age_s": time.time() - last.created if last else -1.0,
+            "snapshot_last_bytes": last.bytes if last else 0,
+            "snapshot_last_pause_ms": last.pause_seconds * 1e3 if last else 0.0,
+            "snapshot_last_write_s": last.write_seconds if last else 0.0,
+        }
