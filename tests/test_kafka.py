@@ -9,8 +9,9 @@ import uuid
 import numpy as np
 import pytest
 from confluent_kafka import Consumer
+from streams import DIM, Model, assert_matches, mixed_stream, produce
 
-from rtindex import Index, datasets
+from rtindex import Index
 from rtindex.consumers.codec import DELETE, UPSERT, encode
 from rtindex.consumers.ingest import KafkaIngestor, KafkaSettings
 from rtindex.consumers.producer import CatalogProducer, ensure_topic
@@ -18,60 +19,12 @@ from rtindex.v1.catalog_pb2 import CatalogChange
 from rtindex.writer import Writer
 
 pytestmark = pytest.mark.kafka
-DIM = 16
 
 
 def _topic(bootstrap: str, partitions: int = 4) -> str:
     name = f"rtindex-test-{uuid.uuid4().hex[:10]}"
     ensure_topic(bootstrap, name, partitions)
     return name
-
-
-class Model:
-    """What the index must hold after applying a stream: id -> (version, vector)."""
-
-    def __init__(self) -> None:
-        self.live: dict[int, tuple[int, np.ndarray]] = {}
-        self.versions: dict[int, int] = {}
-
-    def apply(self, op: int, item_id: int, version: int, row: np.ndarray | None) -> None:
-        if version <= self.versions.get(item_id, -1):
-            return
-        self.versions[item_id] = version
-        if op == UPSERT:
-            self.live[item_id] = (version, row)  # type: ignore[assignment]
-        else:
-            self.live.pop(item_id, None)
-
-
-def _mixed_stream(n_ops: int, seed: int) -> list[tuple[int, int, int, np.ndarray | None]]:
-    """Inserts, deletes and refreshes with per-item monotonic versions."""
-    rng = np.random.default_rng(seed)
-    pool = datasets.clustered(n_ops + 1000, DIM, clusters=30, seed=seed)
-    ops: list[tuple[int, int, int, np.ndarray | None]] = []
-    live: list[int] = []
-    version: dict[int, int] = {}
-    next_id = 0
-    for i in range(n_ops):
-        r = rng.random()
-        if r < 0.5 or len(live) < 100:
-            item, op = next_id, UPSERT
-            next_id += 1
-            live.append(item)
-        elif r < 0.75:
-            item, op = live.pop(int(rng.integers(len(live)))), DELETE
-        else:
-            item, op = live[int(rng.integers(len(live)))], UPSERT
-        version[item] = version.get(item, 0) + int(rng.integers(1, 3))
-        ops.append((op, item, version[item], pool[i] if op == UPSERT else None))
-    return ops
-
-
-def _produce(bootstrap: str, topic: str, ops: list) -> None:
-    producer = CatalogProducer(bootstrap, topic)
-    for op, item, version, row in ops:
-        producer.send(*encode(op, item, version, row))
-    producer.flush()
 
 
 def _ingest(bootstrap: str, topic: str, group: str, index: Index, writer: Writer) -> KafkaIngestor:
@@ -90,29 +43,13 @@ def _wait_consumed(ingestor: KafkaIngestor, n: int, timeout: float = 120) -> Non
     raise AssertionError(f"consumed {ingestor.stats.consumed} of {n} messages in {timeout} s; lag {ingestor.stats.lag}")
 
 
-def _assert_matches(index: Index, model: Model) -> None:
-    ids = np.array(sorted(model.live), np.int64)
-    assert len(index) == len(ids)
-    got = index.get(ids)
-    assert got.found.all()
-    np.testing.assert_array_equal(got.versions, [model.live[i][0] for i in ids])
-    np.testing.assert_array_equal(got.vectors, np.stack([model.live[i][1] for i in ids]))
-    dead = np.array([i for i in model.versions if i not in model.live], np.int64)
-    assert not index.get(dead).found.any()
-    queries = np.stack([model.live[i][1] for i in ids[:: max(1, len(ids) // 200)]])
-    res = index.search(queries, k=10, ef=64)
-    assert not np.isin(res.ids, dead).any()
-    truth = datasets.exact_knn(np.stack([model.live[i][1] for i in ids]), queries, 10, "ip", base_ids=ids)
-    assert datasets.recall_at_k(res.ids, truth, 10) >= 0.95
-
-
 def test_fifty_thousand_mixed_changes_end_in_exactly_the_reference_state(kafka_bootstrap: str) -> None:
     topic = _topic(kafka_bootstrap)
-    ops = _mixed_stream(50_000, seed=1)
+    ops = mixed_stream(50_000, seed=1)
     model = Model()
     for op in ops:
         model.apply(*op)
-    _produce(kafka_bootstrap, topic, ops)
+    produce(kafka_bootstrap, topic, ops)
     index = Index(dim=DIM, metric="ip")
     writer = Writer(index)
     ingestor = _ingest(kafka_bootstrap, topic, f"g-{topic}", index, writer)
@@ -122,19 +59,19 @@ def test_fifty_thousand_mixed_changes_end_in_exactly_the_reference_state(kafka_b
     finally:
         ingestor.stop()
         writer.close()
-    _assert_matches(index, model)
+    assert_matches(index, model)
     assert ingestor.stats.dead_letters == 0
 
 
 def test_duplicated_and_replayed_messages_change_nothing(kafka_bootstrap: str) -> None:
     topic = _topic(kafka_bootstrap)
-    ops = _mixed_stream(8_000, seed=2)
+    ops = mixed_stream(8_000, seed=2)
     model = Model()
     for op in ops:
         model.apply(*op)
     rng = np.random.default_rng(3)
     replay = [ops[i] for i in rng.choice(len(ops), 4_000, replace=False)]  # old versions, any order
-    _produce(kafka_bootstrap, topic, ops + replay + ops[:1000])
+    produce(kafka_bootstrap, topic, ops + replay + ops[:1000])
     index = Index(dim=DIM, metric="ip")
     writer = Writer(index)
     ingestor = _ingest(kafka_bootstrap, topic, f"g-{topic}", index, writer)
@@ -143,7 +80,7 @@ def test_duplicated_and_replayed_messages_change_nothing(kafka_bootstrap: str) -
     finally:
         ingestor.stop()
         writer.close()
-    _assert_matches(index, model)
+    assert_matches(index, model)
     assert ingestor.stats.skipped_stale > 0
 
 
@@ -198,14 +135,14 @@ def test_poison_messages_land_in_the_dead_letter_topic_with_their_reason(kafka_b
 
 def test_a_restarted_consumer_resumes_from_its_committed_offsets(kafka_bootstrap: str) -> None:
     topic = _topic(kafka_bootstrap)
-    ops = _mixed_stream(12_000, seed=4)
+    ops = mixed_stream(12_000, seed=4)
     model = Model()
     for op in ops:
         model.apply(*op)
     group = f"g-{topic}"
     index = Index(dim=DIM, metric="ip")
     writer = Writer(index)
-    producing = threading.Thread(target=_produce, args=(kafka_bootstrap, topic, ops))
+    producing = threading.Thread(target=produce, args=(kafka_bootstrap, topic, ops))
     producing.start()
     first = _ingest(kafka_bootstrap, topic, group, index, writer)
     while first.stats.consumed < 3_000:  # stop it mid-stream
@@ -221,7 +158,7 @@ def test_a_restarted_consumer_resumes_from_its_committed_offsets(kafka_bootstrap
         second.stop()
         writer.close()
     assert consumed_first + second.stats.consumed == len(ops)  # nothing lost, nothing read twice
-    _assert_matches(index, model)
+    assert_matches(index, model)
 
 
 def test_the_server_turns_serving_only_once_the_consumer_has_caught_up(kafka_bootstrap: str) -> None:
@@ -230,11 +167,11 @@ def test_the_server_turns_serving_only_once_the_consumer_has_caught_up(kafka_boo
     from rtindex.settings import ServerConfig
 
     topic = _topic(kafka_bootstrap)
-    ops = _mixed_stream(30_000, seed=5)
+    ops = mixed_stream(30_000, seed=5)
     model = Model()
     for op in ops:
         model.apply(*op)
-    _produce(kafka_bootstrap, topic, ops)
+    produce(kafka_bootstrap, topic, ops)
     server = IndexServer(ServerConfig(port=0, dim=DIM, kafka_bootstrap=kafka_bootstrap, kafka_topic=topic,
                                       kafka_group=f"g-{topic}", kafka_ready_lag=0, log_level="warning"))
     server.start()
@@ -248,7 +185,7 @@ def test_the_server_turns_serving_only_once_the_consumer_has_caught_up(kafka_boo
             assert stats["items"] == len(model.live)
     finally:
         server.stop(grace=2)
-    _assert_matches(server.index, model)
+    assert_matches(server.index, model)
 
 
 def test_a_missing_topic_is_reported_and_the_server_serves_once_it_exists(
