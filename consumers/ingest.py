@@ -43,6 +43,7 @@ class KafkaSettings:
     batch_ms: int = 20  # how long a poll waits for a batch to fill
     ready_lag: int = 1_000  # health turns SERVING once the total lag is below this
     dlq_topic: str = ""  # default "<topic>.dlq"
+    partitions: list[int] = field(default_factory=list)  # a shard's partitions (server mode); empty = all
     client_config: dict[str, Any] = field(default_factory=dict)  # extra librdkafka settings
 
     @property
@@ -69,10 +70,12 @@ class KafkaIngestor:
     def __init__(self, index: Index, writer: Writer, settings: KafkaSettings,
                  on_ready: Callable[[], None] | None = None, start_offsets: dict[int, int] | None = None) -> None:
         """start_offsets: where the index's state stands (partition -> next offset to
-        apply; partitions not named start at the beginning). Given, the consumer ignores
-        the group's committed offsets and resumes from the state: what a server that
-        starts empty or from a snapshot must do. None: resume from the committed offsets
-        (an in-process consumer restarted over an index that kept its state)."""
+        apply; partitions not named start at the beginning). Given, the consumer assigns
+        itself the topic's partitions (``settings.partitions``, default all) and resumes
+        from the state, ignoring the group's committed offsets: what a server that starts
+        empty or from a snapshot must do. None: join the group (subscribe, rebalances)
+        and resume from its committed offsets (a consumer restarted over an index that
+        kept its state, or several consumers sharing the partitions)."""
         self.index = index
         self.writer = writer
         self.settings = settings
@@ -81,6 +84,7 @@ class KafkaIngestor:
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._assigned = threading.Event()
+        self._partitions: set[int] = set()  # assigned to this consumer
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="rtindex-kafka", daemon=True)
         self._from_state = start_offsets is not None
@@ -109,14 +113,32 @@ class KafkaIngestor:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
-            "group.protocol": "consumer",  # KIP-848: a restarted member rejoins without waiting out a session
             "statistics.interval.ms": 500,
             "stats_cb": self._on_stats,
         }
+        if not self._from_state:
+            config["group.protocol"] = "consumer"  # KIP-848: a restarted member rejoins without waiting out a session
         config.update(s.client_config)
         consumer = Consumer(config)
-        consumer.subscribe([s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        if not self._from_state:
+            consumer.subscribe([s.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         return consumer
+
+    def _assign_from_state(self, consumer: Consumer, partitions: list[int]) -> None:
+        """A server's index owns its offsets: it takes every partition of the topic
+        itself (no group membership, so a restart after a crash does not wait for the
+        dead member's session to expire) and starts each where the state stands. The
+        group still receives commits, for lag tools."""
+        wanted = self.settings.partitions or partitions
+        missing = sorted(set(wanted) - set(partitions))
+        if missing:
+            raise ValueError(f"topic {self.settings.topic} has no partition(s) {missing} (it has {len(partitions)})")
+        assignment = [TopicPartition(self.settings.topic, p, self._applied.get(p, OFFSET_BEGINNING)) for p in wanted]
+        consumer.assign(assignment)
+        self._partitions = set(wanted)
+        log.info("partitions assigned, resuming from the index state",
+                 extra={"offsets": {tp.partition: tp.offset for tp in assignment}})
+        self._assigned.set()
 
     def _run(self) -> None:
         s = self.settings
@@ -124,7 +146,9 @@ class KafkaIngestor:
         dlq = Producer({"bootstrap.servers": s.bootstrap, "linger.ms": 5, **{
             k: v for k, v in s.client_config.items() if k.startswith(("security.", "sasl.", "ssl."))}})
         try:
-            self._wait_for_topic(consumer)
+            partitions = self._wait_for_topic(consumer)
+            if self._from_state and partitions:
+                self._assign_from_state(consumer, partitions)
             while not self._stop.is_set():
                 messages = consumer.consume(num_messages=s.batch, timeout=s.batch_ms / 1000)
                 if messages:
@@ -147,7 +171,7 @@ class KafkaIngestor:
             consumer.close()
             dlq.flush(10)
 
-    def _wait_for_topic(self, consumer: Consumer) -> None:
+    def _wait_for_topic(self, consumer: Consumer) -> list[int]:
         """A missing topic is the usual start-up mistake: say so clearly (once a minute)
         and wait for it, NOT_SERVING, instead of logging fetch errors."""
         topic, last_log = self.settings.topic, -np.inf
@@ -155,7 +179,7 @@ class KafkaIngestor:
             try:
                 meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
                 if meta is not None and meta.error is None and meta.partitions:
-                    return
+                    return sorted(meta.partitions)
                 reason = str(meta.error) if meta is not None and meta.error is not None else "no partitions"
             except KafkaException as exc:
                 reason = f"broker unreachable: {exc}"
@@ -166,6 +190,7 @@ class KafkaIngestor:
                     "fix": "create the topic (rtindex produce creates it; or kafka-topics.sh --create) "
                            "or pass the right --topic / --kafka-bootstrap"})
             self._stop.wait(2.0)
+        return []
 
     def _record_applied(self, messages: list[Any]) -> None:
         applied = dict(self._applied)
@@ -255,12 +280,7 @@ class KafkaIngestor:
     # ------------------------------------------------------------------ group, lag
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("partitions assigned", extra={"partitions": [p.partition for p in partitions]})
-        if self._from_state:  # resume where the index's state stands, not at the group's commits
-            for p in partitions:
-                p.offset = self._applied.get(p.partition, OFFSET_BEGINNING)
-            consumer.incremental_assign(partitions)
-            log.info("resuming from the index state", extra={
-                "offsets": {p.partition: p.offset for p in partitions}})
+        self._partitions |= {p.partition for p in partitions}
         self._assigned.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -269,6 +289,7 @@ class KafkaIngestor:
             consumer.commit(asynchronous=False)
         for p in partitions:
             self.stats.lag.pop(p.partition, None)
+        self._partitions -= {p.partition for p in partitions}
 
     def _on_stats(self, payload: str) -> None:
         """librdkafka's statistics (every 0.5 s, on the consumer thread, no broker round
@@ -282,13 +303,14 @@ class KafkaIngestor:
                 continue  # not assigned to us
             if p["consumer_lag"] >= 0:
                 lag[int(key)] = p["consumer_lag"]
-            else:  # nothing consumed yet: all of it, or 0 for an empty partition
-                lag[int(key)] = max(0, p["hi_offset"] - max(p["lo_offset"], 0)) if p["hi_offset"] > 0 else 0
+            elif p["hi_offset"] >= 0 and p["lo_offset"] >= 0:  # nothing consumed yet: all of it
+                lag[int(key)] = max(0, p["hi_offset"] - max(p["lo_offset"], self._applied.get(int(key), 0)))
+            # else: watermarks not fetched yet, the lag is unknown (and readiness waits)
         self.stats.lag = lag
 
     def _check_ready(self) -> None:
-        if self.ready.is_set() or not self._assigned.is_set() or not self.stats.lag:
-            return
+        if self.ready.is_set() or not self._assigned.is_set() or not self._partitions <= set(self.stats.lag):
+            return  # not every assigned partition has a known lag yet
         if sum(self.stats.lag.values()) <= self.settings.ready_lag:
             self.ready.set()
             log.info("caught up", extra={"lag": sum(self.stats.lag.values())})

@@ -17,11 +17,15 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         config = settings.load(args)
+    except ValueError as exc:
+        print(f"rtindex serve: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.log_level, config.log_format)  # before the server: restoring logs
+    try:
         server = IndexServer(config)
     except (ValueError, RuntimeError) as exc:
         print(f"rtindex serve: {exc}", file=sys.stderr)
         return 2
-    logs.setup(config.log_level, config.log_format)
     server.start()
     if server.ingestor is None:
         server.mark_ready()  # with Kafka, the consumer marks it ready once caught up

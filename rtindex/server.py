@@ -274,10 +274,14 @@ class IndexServer:
         self.snapshotter: Snapshotter | None = None
         if self.store is not None:
             self.snapshotter = Snapshotter(
-                self.index, self.store, self.ingestor.applied_offsets if self.ingestor else None,
+                self.index, self.store, self._capture_offsets,
                 interval=config.snapshot_interval_s, every_ops=config.snapshot_every_ops)
             self.servicer.snapshotter = self.snapshotter
             self.servicer.extra_counters.append(self._snapshot_counters)
+
+    def _capture_offsets(self) -> dict[str, Any]:
+        """Stored in each snapshot: the Kafka offsets its state reflects."""
+        return {"kafka": self.ingestor.applied_offsets()} if self.ingestor is not None else {}
 
     def _snapshot_counters(self) -> dict[str, float]:
         out = self.snapshotter.counters() if self.snapshotter else {}

@@ -58,6 +58,7 @@ class ServerConfig:
     kafka_batch: int = _opt(2_000, "most messages applied in one batch")
     kafka_batch_ms: int = _opt(20, "how long one poll waits for a batch to fill, ms")
     kafka_ready_lag: int = _opt(1_000, "at start-up, health is NOT_SERVING until the consumer lag is below this")
+    kafka_partitions: str = _opt("", "partitions this server consumes, e.g. 0,1 (a shard); empty = all")
     # snapshots (off unless data_dir is set)
     data_dir: str = _opt("", "directory of RocksDB snapshots: at start-up the newest valid one is loaded and Kafka "
                          "replays from its offsets; snapshots are written there periodically, on demand and at "
@@ -97,8 +98,15 @@ class ServerConfig:
 
         return KafkaSettings(
             bootstrap=self.kafka_bootstrap, topic=self.kafka_topic, group=self.kafka_group, batch=self.kafka_batch,
-            batch_ms=self.kafka_batch_ms, ready_lag=self.kafka_ready_lag,
+            batch_ms=self.kafka_batch_ms, ready_lag=self.kafka_ready_lag, partitions=self._partitions(),
         )
+
+    def _partitions(self) -> list[int]:
+        try:
+            return sorted({int(p) for p in self.kafka_partitions.split(",") if p.strip()})
+        except ValueError:
+            raise ValueError(f"kafka_partitions must be a comma-separated list of partition numbers, got "
+                             f"{self.kafka_partitions!r}") from None
 
     def index_config(self) -> IndexConfig:
         """The index part (validated by IndexConfig, with its own messages)."""

@@ -4,7 +4,6 @@ in-flight call finish, then exits 0."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -13,19 +12,15 @@ import time
 
 import numpy as np
 import pytest
+from server_process import clean_env
 
 from rtindex.client import IndexClient, IndexClientError
-
-
-def _clean_env() -> dict[str, str]:
-    """The caller's environment minus RTINDEX_* settings: only the flags configure the server."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("RTINDEX_")}, "PYTHONUNBUFFERED": "1"}
 
 
 def _start_server(*flags: str) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "rtindex.cli", "serve", "--port", "0", "--log-format", "json", *flags],
-        stderr=subprocess.PIPE, text=True, env=_clean_env(),
+        stderr=subprocess.PIPE, text=True, env=clean_env(),
     )
     deadline = time.monotonic() + 60
     assert proc.stderr is not None
@@ -76,6 +71,6 @@ def test_sigterm_drains_the_call_in_flight_then_exits_zero() -> None:
 
 def test_serve_without_a_dimension_says_how_to_set_it() -> None:
     proc = subprocess.run([sys.executable, "-m", "rtindex.cli", "serve", "--port", "0"], capture_output=True,
-                          text=True, timeout=60, env=_clean_env())
+                          text=True, timeout=60, env=clean_env())
     assert proc.returncode == 2
     assert "--dim" in proc.stderr and "RTINDEX_DIM" in proc.stderr

@@ -1,0 +1,134 @@
+"""Crash recovery and failover against the real broker: a server consuming a churn
+stream is SIGKILLed at random moments (while applying, while writing a snapshot); each
+restart restores its newest valid snapshot and replays Kafka from the offsets stored in
+it; the end state equals the reference model. A standby started from a copy of the data
+directory serves the same answers."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from server_process import ServerProcess
+from streams import DIM, Model, assert_matches, mixed_stream, produce
+
+from rtindex.client import IndexClient
+from rtindex.consumers.producer import CatalogProducer, ensure_topic
+from rtindex.snapshots.store import MANIFEST, SnapshotStore
+
+pytestmark = pytest.mark.kafka
+
+
+def _flags(bootstrap: str, topic: str, group: str, data: Path) -> tuple[str, ...]:
+    return ("--dim", str(DIM), "--metric", "ip", "--data-dir", str(data), "--kafka-bootstrap", bootstrap,
+            "--topic", topic, "--group", group, "--kafka-ready-lag", "0", "--snapshot-interval-s", "0",
+            "--snapshot-every-ops", "2500", "--kafka-batch", "500")
+
+
+def _caught_up(server: ServerProcess, timeout: float = 180) -> IndexClient:
+    client = IndexClient(server.target, timeout=30)
+    client.wait_until_serving(timeout)  # SERVING once the lag reached 0
+    end = time.monotonic() + timeout
+    while client.stats()["kafka_lag_total"] != 0:
+        assert time.monotonic() < end, "did not catch up"
+        time.sleep(0.1)
+    return client
+
+
+def _snapshot_in_progress(data: Path) -> bool:
+    store = SnapshotStore(data)
+    return any(not (store.path_of(s) / MANIFEST).exists() for s in store.sequence_numbers())
+
+
+def test_sigkill_at_random_moments_loses_no_update_and_resurrects_no_delete(
+        kafka_bootstrap: str, tmp_path: Path) -> None:
+    topic = f"rtindex-crash-{uuid.uuid4().hex[:8]}"
+    ensure_topic(kafka_bootstrap, topic, 4)
+    ops = mixed_stream(40_000, seed=11)
+    model = Model()
+    for op in ops:
+        model.apply(*op)
+
+    def paced() -> None:  # ~8 s of traffic, so the kills land mid-stream
+        producer = CatalogProducer(kafka_bootstrap, topic, rate=5000)
+        from rtindex.consumers.codec import encode
+
+        for op in ops:
+            producer.send(*encode(*op))
+        producer.flush()
+
+    producing = threading.Thread(target=paced)
+    producing.start()
+    data, log = tmp_path / "data", tmp_path / "server.log"
+    flags = _flags(kafka_bootstrap, topic, f"g-{topic}", data)
+    rng = np.random.default_rng(7)
+    mid_snapshot_kills = 0
+    for attempt in range(5):
+        server = ServerProcess(log, *flags)
+        if attempt % 2:  # wait for a snapshot write to be under way, then kill
+            end = time.monotonic() + 15
+            while not _snapshot_in_progress(data) and time.monotonic() < end:
+                time.sleep(0.001)
+            mid_snapshot_kills += _snapshot_in_progress(data)
+        else:
+            time.sleep(float(rng.uniform(0.5, 2.5)))
+        server.kill()
+    producing.join()
+    assert mid_snapshot_kills >= 1, "no kill landed during a snapshot write"
+
+    server = ServerProcess(log, *flags)
+    try:
+        with _caught_up(server) as client:
+            assert client.stats()["restored_from_seq"] >= 1
+            assert_matches(client, model)
+    finally:
+        server.kill()
+    restored = [e for e in server.events() if e.get("msg") == "restored"]
+    assert restored, "the last start did not restore from a snapshot"
+    resumed = [e for e in server.events() if e.get("msg") == "partitions assigned, resuming from the index state"]
+    assert all(offset > 0 for offset in resumed[0]["offsets"].values())  # from the snapshot, not the beginning
+
+
+def test_a_standby_from_a_copy_of_the_data_dir_serves_the_same_answers(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topic = f"rtindex-failover-{uuid.uuid4().hex[:8]}"
+    ensure_topic(kafka_bootstrap, topic, 4)
+    ops = mixed_stream(20_000, seed=12)
+    first, more = ops[:15_000], ops[15_000:]
+    model = Model()
+    for op in first:
+        model.apply(*op)
+    produce(kafka_bootstrap, topic, first)
+    primary_dir, log = tmp_path / "primary", tmp_path / "server.log"
+    primary = ServerProcess(log, *_flags(kafka_bootstrap, topic, "primary", primary_dir))
+    queries = np.stack([v for _, v in list(model.live.values())[:200]])
+    try:
+        with _caught_up(primary) as client:
+            assert_matches(client, model)
+            answers = client.search(queries, k=10, ef=64)
+        assert primary.terminate() == 0  # drains, commits, final snapshot
+    finally:
+        if primary.proc.poll() is None:
+            primary.kill()
+    standby_dir = tmp_path / "standby"
+    shutil.copytree(primary_dir, standby_dir, ignore=shutil.ignore_patterns("LOCK"))
+    standby = ServerProcess(log, *_flags(kafka_bootstrap, topic, "standby", standby_dir))
+    try:
+        with _caught_up(standby) as client:
+            same = client.search(queries, k=10, ef=64)
+            np.testing.assert_array_equal(answers.ids, same.ids)
+            np.testing.assert_array_equal(answers.scores, same.scores)
+            for op in more:
+                model.apply(*op)
+            produce(kafka_bootstrap, topic, more)
+            end = time.monotonic() + 120
+            while client.stats()["kafka_lag_total"] or client.stats()["kafka_consumed"] < len(more):
+                assert time.monotonic() < end, "standby did not catch up"
+                time.sleep(0.1)
+            assert_matches(client, model)
+    finally:
+        standby.kill()
