@@ -24,7 +24,7 @@ from rtindex.lockstep import search_lockstep
 from rtindex.repair import consolidate, consolidation_due, fix_entry_points, tombstone_nodes_of
 from rtindex.scorers import MetricScorer, Scorer
 from rtindex.search import SearchResult, search_batch
-from rtindex.storage import GraphStore, Graveyard, IdMap
+from rtindex.storage import Allocate, GraphStore, Graveyard, IdMap
 
 # per-id outcomes
 INSERTED, REFRESHED, SKIPPED_STALE = 0, 1, 2
@@ -106,18 +106,20 @@ class Index:
         index._rng.bit_generator.state = meta["rng"]
         return index
 
-    def export_state(self, capture_with: Callable[[], dict[str, Any]] | None = None) -> IndexState:
+    def export_state(self, capture_with: Callable[[], dict[str, Any]] | None = None,
+                     allocate: Allocate | None = None) -> IndexState:
         """A consistent copy of the whole index (for snapshots). Writes wait while the
         tables are copied (``meta["pause_seconds"]``); searches go on. ``capture_with``
         runs at the same instant and its result lands in ``extra``: what it reports
-        (e.g. applied Kafka offsets) is exactly what the copy contains."""
+        (e.g. applied Kafka offsets) is exactly what the copy contains. ``allocate``
+        says where the copies go (default: private numpy arrays)."""
         engine = self._engine
         with self._write_lock:
             t0 = time.perf_counter()
             extra = capture_with() if capture_with is not None else {}
-            arrays, marks = engine.store.export()
-            arrays.update(self._ids.export("idmap"))
-            arrays.update(self._graveyard.export())
+            arrays, marks = engine.store.export(allocate)
+            arrays.update(self._ids.export("idmap", allocate))
+            arrays.update(self._graveyard.export(allocate))
             meta = {
                 "marks": marks, "live_nodes": engine.live_nodes, "tombstones": engine.tombstones,
                 "counters": asdict(engine.counters), "rng": self._rng.bit_generator.state, "items": len(self),

@@ -9,12 +9,26 @@ copy, so the writer never blocks on them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from rtindex.kernels.idmap import EMPTY, idmap_get, idmap_put, idmap_rehash, idmap_remove
 from rtindex.kernels.layout import GraphTables
 
 GROWTH = 1.5
+
+# where exported copies go: (name, shape, dtype) -> an empty array (e.g. in shared memory)
+Allocate = Callable[[str, tuple, np.dtype], np.ndarray]
+
+
+def copy_out(name: str, src: np.ndarray, allocate: Allocate | None) -> np.ndarray:
+    """A copy of ``src``, in memory from ``allocate`` if given."""
+    if allocate is None:
+        return src.copy()
+    out = allocate(name, src.shape, src.dtype)
+    np.copyto(out, src)
+    return out
 
 
 class SlotPool:
@@ -157,7 +171,7 @@ class GraphStore:
         if changes:
             self.tables = t._replace(**changes)
 
-    def export(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    def export(self, allocate: Allocate | None = None) -> tuple[dict[str, np.ndarray], dict[str, int]]:
         """Copies of the used part of every table (float16 copy excluded: derived) and
         of the free lists; the high-water marks. Call with writes excluded."""
         t = self.tables
@@ -168,11 +182,11 @@ class GraphStore:
                                         ("item", self.item_slots, _ITEM_FIELDS)):
             high, free = pool.export()
             marks[pool_name] = high
-            arrays[f"free_{pool_name}"] = free
+            arrays[f"free_{pool_name}"] = copy_out(f"free_{pool_name}", free, allocate)
             for name in fields:
                 if name != "vectors16":
-                    arrays[name] = getattr(t, name)[:high].copy()
-        arrays["entry_node"] = t.entry_node.copy()
+                    arrays[name] = copy_out(name, getattr(t, name)[:high], allocate)
+        arrays["entry_node"] = copy_out("entry_node", t.entry_node, allocate)
         return arrays, marks
 
     @classmethod
@@ -237,9 +251,9 @@ class IdMap:
     def remove(self, ids: np.ndarray) -> None:
         self.count -= idmap_remove(self.keys, self.vals, ids)
 
-    def export(self, prefix: str) -> dict[str, np.ndarray]:
-        return {f"{prefix}_keys": self.keys.copy(), f"{prefix}_vals": self.vals.copy(),
-                f"{prefix}_count": np.array([self.count], np.int64)}
+    def export(self, prefix: str, allocate: Allocate | None = None) -> dict[str, np.ndarray]:
+        arrays = {"keys": self.keys, "vals": self.vals, "count": np.array([self.count], np.int64)}
+        return {f"{prefix}_{k}": copy_out(f"{prefix}_{k}", a, allocate) for k, a in arrays.items()}
 
     @classmethod
     def restore(cls, prefix: str, arrays: dict[str, np.ndarray]) -> IdMap:
@@ -321,9 +335,11 @@ class Graveyard:
     def nbytes(self) -> int:
         return self._ids.nbytes + self._versions.nbytes + self._map.nbytes()
 
-    def export(self) -> dict[str, np.ndarray]:
-        return {"graveyard_ids": self._ids.copy(), "graveyard_versions": self._versions.copy(),
-                "graveyard_ring": np.array([self._next, self.count], np.int64), **self._map.export("graveyard_map")}
+    def export(self, allocate: Allocate | None = None) -> dict[str, np.ndarray]:
+        arrays = {"graveyard_ids": self._ids, "graveyard_versions": self._versions,
+                  "graveyard_ring": np.array([self._next, self.count], np.int64)}
+        return {**{k: copy_out(k, a, allocate) for k, a in arrays.items()},
+                **self._map.export("graveyard_map", allocate)}
 
     @classmethod
     def restore(cls, capacity: int, arrays: dict[str, np.ndarray]) -> Graveyard:

@@ -1,16 +1,15 @@
 """When snapshots are taken: on demand (gRPC ``Snapshot``, ``rtindex snapshot``), every
 ``interval`` seconds and/or every ``every_ops`` applied writes, and at shutdown.
 
-One snapshot at a time, written by one low-priority thread: the index state is copied
-while writes wait (searches go on), then the copy goes to disk while the index serves
-and takes writes again.
+One snapshot at a time: the index state is copied into shared memory while writes wait
+(searches go on), then a helper process writes it to disk while the index serves and
+takes writes again (``writer_process``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -19,14 +18,9 @@ from typing import Any
 
 from rtindex.index import Index
 from rtindex.snapshots.store import Progress, SnapshotInfo, SnapshotStore
+from rtindex.snapshots.writer_process import SnapshotWriterProcess
 
 log = logging.getLogger("rtindex.snapshots")
-
-
-def _lower_priority() -> None:
-    """Linux nice values are per thread: the disk writer yields the cores to searches."""
-    with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 class Snapshotter:
@@ -40,7 +34,8 @@ class Snapshotter:
         self.last: SnapshotInfo | None = None
         self.taken = 0
         self.failed = 0
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="rtindex-snapshot", initializer=_lower_priority)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="rtindex-snapshot")
+        self._writer = SnapshotWriterProcess()
         self._stop = threading.Event()
         self._scheduler = threading.Thread(target=self._schedule, name="rtindex-snapshot-timer", daemon=True)
         self._last_at = time.monotonic()
@@ -61,12 +56,14 @@ class Snapshotter:
     def _take(self, progress: Progress | None) -> SnapshotInfo:
         ops = self._ops()
         try:
-            state = self.index.export_state(self.capture_with)
-            info = self.store.write(state, progress)
+            info = self._writer.write(self.store, self.index, self.capture_with, progress)
         except Exception:
             self.failed += 1
             log.exception("snapshot failed", extra={"data_dir": str(self.store.data_dir)})
             raise
+        log.info("snapshot written", extra={"seq": info.seq, "path": str(info.path), "items": info.items,
+                                            "bytes": info.bytes, "pause_ms": round(info.pause_seconds * 1e3, 2),
+                                            "write_seconds": round(info.write_seconds, 3)})
         self.last, self.taken = info, self.taken + 1
         self._last_at, self._last_ops = time.monotonic(), ops
         return info
@@ -93,6 +90,7 @@ class Snapshotter:
             with contextlib.suppress(Exception):
                 self.take()
         self._executor.shutdown(wait=True)
+        self._writer.close()
 
     def counters(self) -> dict[str, float]:
         last = self.last

@@ -187,9 +187,6 @@ class SnapshotStore:
         }
         self._write_manifest(path, body)
         info = self.info(seq)
-        log.info("snapshot written", extra={"seq": seq, "path": str(path), "items": info.items, "bytes": size,
-                                            "pause_ms": round(info.pause_seconds * 1e3, 2),
-                                            "write_seconds": round(info.write_seconds, 3)})
         self._prune(seq)
         return info
 
