@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from report import table, write_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -31,12 +32,6 @@ from peers import ALL_PEERS, Params, Peer, RtindexLockstepPeer
 from rtindex import datasets
 
 K = 10
-
-
-def table(header: list[str], rows: list[list[object]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
 
 
 def timed(fn, *args):  # type: ignore[no-untyped-def]
@@ -296,11 +291,7 @@ def main() -> None:
             f"- build rate: {build_rate['rtindex'] / build_rate['hnswlib']:.2f}x hnswlib (target >= 0.8x)",
         ]
         report.append("## Targets (ratios to hnswlib in this run)\n\n" + "\n".join(lines) + "\n")
-    text = "\n".join(report)
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_report(args.out, "\n".join(report))
 
 
 if __name__ == "__main__":

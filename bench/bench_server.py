@@ -22,17 +22,12 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from report import table, write_report
 
 from rtindex import Index, datasets
 from rtindex.client import IndexClient
-
-
-def table(header: list[str], rows: list[list[object]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
 
 
 def start_server(dim: int, threads: int) -> tuple[subprocess.Popen, int]:
@@ -143,9 +138,7 @@ def main() -> None:
             *summary,
             "",
         ])
-        print(text)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        write_report(args.out, text)
     finally:
         proc.terminate()
         proc.wait(30)

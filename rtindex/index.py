@@ -24,7 +24,7 @@ from rtindex.lockstep import search_lockstep
 from rtindex.repair import consolidate, consolidation_due, fix_entry_points, tombstone_nodes_of
 from rtindex.scorers import MetricScorer, Scorer
 from rtindex.search import SearchResult, search_batch
-from rtindex.storage import Allocate, GraphStore, Graveyard, IdMap
+from rtindex.storage import Allocate, GraphStore, Graveyard, IdMap, copy_out
 
 # per-id outcomes
 INSERTED, REFRESHED, SKIPPED_STALE = 0, 1, 2
@@ -117,15 +117,26 @@ class Index:
         with self._write_lock:
             t0 = time.perf_counter()
             extra = capture_with() if capture_with is not None else {}
-            arrays, marks = engine.store.export(allocate)
-            arrays.update(self._ids.export("idmap", allocate))
-            arrays.update(self._graveyard.export(allocate))
+            views, marks = self._export_views()
+            arrays = {name: copy_out(name, view, allocate) for name, view in views.items()}
             meta = {
                 "marks": marks, "live_nodes": engine.live_nodes, "tombstones": engine.tombstones,
                 "counters": asdict(engine.counters), "rng": self._rng.bit_generator.state, "items": len(self),
             }
             meta["pause_seconds"] = time.perf_counter() - t0
         return IndexState(config=asdict(self.config), arrays=arrays, meta=meta, extra=extra)
+
+    def export_plan(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Shape and dtype of each array ``export_state`` would copy now (so that a
+        caller can prepare the memory before the copy)."""
+        with self._write_lock:
+            return {name: (view.shape, view.dtype) for name, view in self._export_views()[0].items()}
+
+    def _export_views(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        views, marks = self._engine.store.export_views()
+        views.update(self._ids.export_views("idmap"))
+        views.update(self._graveyard.export_views())
+        return views, marks
 
     def _init(self, config: IndexConfig) -> None:
         self.config = config

@@ -171,22 +171,21 @@ class GraphStore:
         if changes:
             self.tables = t._replace(**changes)
 
-    def export(self, allocate: Allocate | None = None) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-        """Copies of the used part of every table (float16 copy excluded: derived) and
-        of the free lists; the high-water marks. Call with writes excluded."""
+    def export_views(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+        """The used part of every table (views; the float16 copy is left out: derived)
+        and the free lists; the high-water marks. Copy them with writes excluded."""
         t = self.tables
         arrays: dict[str, np.ndarray] = {}
         marks: dict[str, int] = {}
         for pool_name, pool, fields in (("node", self.node_slots, _NODE_FIELDS),
                                         ("upper", self.upper_slots, _UPPER_FIELDS),
                                         ("item", self.item_slots, _ITEM_FIELDS)):
-            high, free = pool.export()
+            high, arrays[f"free_{pool_name}"] = pool.export()
             marks[pool_name] = high
-            arrays[f"free_{pool_name}"] = copy_out(f"free_{pool_name}", free, allocate)
             for name in fields:
                 if name != "vectors16":
-                    arrays[name] = copy_out(name, getattr(t, name)[:high], allocate)
-        arrays["entry_node"] = copy_out("entry_node", t.entry_node, allocate)
+                    arrays[name] = getattr(t, name)[:high]
+        arrays["entry_node"] = t.entry_node
         return arrays, marks
 
     @classmethod
@@ -251,9 +250,9 @@ class IdMap:
     def remove(self, ids: np.ndarray) -> None:
         self.count -= idmap_remove(self.keys, self.vals, ids)
 
-    def export(self, prefix: str, allocate: Allocate | None = None) -> dict[str, np.ndarray]:
-        arrays = {"keys": self.keys, "vals": self.vals, "count": np.array([self.count], np.int64)}
-        return {f"{prefix}_{k}": copy_out(f"{prefix}_{k}", a, allocate) for k, a in arrays.items()}
+    def export_views(self, prefix: str) -> dict[str, np.ndarray]:
+        return {f"{prefix}_keys": self.keys, f"{prefix}_vals": self.vals,
+                f"{prefix}_count": np.array([self.count], np.int64)}
 
     @classmethod
     def restore(cls, prefix: str, arrays: dict[str, np.ndarray]) -> IdMap:
@@ -335,11 +334,10 @@ class Graveyard:
     def nbytes(self) -> int:
         return self._ids.nbytes + self._versions.nbytes + self._map.nbytes()
 
-    def export(self, allocate: Allocate | None = None) -> dict[str, np.ndarray]:
-        arrays = {"graveyard_ids": self._ids, "graveyard_versions": self._versions,
-                  "graveyard_ring": np.array([self._next, self.count], np.int64)}
-        return {**{k: copy_out(k, a, allocate) for k, a in arrays.items()},
-                **self._map.export("graveyard_map", allocate)}
+    def export_views(self) -> dict[str, np.ndarray]:
+        return {"graveyard_ids": self._ids, "graveyard_versions": self._versions,
+                "graveyard_ring": np.array([self._next, self.count], np.int64),
+                **self._map.export_views("graveyard_map")}
 
     @classmethod
     def restore(cls, capacity: int, arrays: dict[str, np.ndarray]) -> Graveyard:
