@@ -169,25 +169,29 @@ def test_a_server_restarts_from_its_data_dir_after_a_crash_with_identical_answer
         assert info["items"] == 4500 and info["seq"] == 1 and info["size_bytes"] > 0
         assert seen and seen[-1][0] == seen[-1][1]  # progress reached 100 %
         assert stats["snapshots_taken"] == 1 and stats["snapshot_last_pause_ms"] >= 0
+        cli = subprocess.run([sys.executable, "-m", "rtindex.cli", "snapshot", "--target", first.target],
+                             capture_output=True, text=True, timeout=120, env=clean_env())
+        assert cli.returncode == 0, cli.stderr
+        assert json.loads(cli.stdout)["seq"] == 2
     finally:
-        first.kill()  # SIGKILL: no final snapshot; the one above must do
+        first.kill()  # SIGKILL: no final snapshot; the ones above must do
 
     out = subprocess.run([sys.executable, "-m", "rtindex.cli", "restore", "--data-dir", str(data)],
                          capture_output=True, text=True, timeout=120, env=clean_env())
     assert out.returncode == 0, out.stderr
-    assert "snapshot 1 verified" in out.stdout and "4,500 items" in out.stdout
+    assert "snapshot 2 verified" in out.stdout and "4,500 items" in out.stdout
 
     second = ServerProcess(log, *flags)  # no --dim: the snapshot says what the index is
     try:
         with IndexClient(second.target, timeout=60) as client:
             client.wait_until_serving(60)
             after = client.search(sift5k.queries, k=10, ef=64)
-            assert client.stats()["restored_from_seq"] == 1
+            assert client.stats()["restored_from_seq"] == 2
         np.testing.assert_array_equal(before.ids, after.ids)
         np.testing.assert_array_equal(before.scores, after.scores)
         assert second.terminate() == 0  # SIGTERM: drain, then a final snapshot
     finally:
         if second.proc.poll() is None:
             second.kill()
-    assert SnapshotStore(data).sequence_numbers() == [1, 2]
-    assert any(e.get("msg") == "restored" and e.get("seq") == 1 for e in second.events())
+    assert SnapshotStore(data).sequence_numbers() == [1, 2, 3]
+    assert any(e.get("msg") == "restored" and e.get("seq") == 2 for e in second.events())
