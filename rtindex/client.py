@@ -17,6 +17,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from rtindex import tensors
 from rtindex.index import DeleteResult, GetResult, UpsertResult
 from rtindex.search import SearchResult
 from rtindex.v1 import index_pb2, index_pb2_grpc
@@ -92,17 +93,22 @@ class IndexClient:
 
     # ------------------------------------------------------------------ API
     def search(
-        self, queries: Any, k: int = 10, ef: int | None = None, level_ef: Sequence[int] | None = None,
-        timeout: float | None = None,
+        self, queries: Any = None, k: int = 10, ef: int | None = None, level_ef: Sequence[int] | None = None,
+        timeout: float | None = None, features: dict[str, Any] | None = None,
     ) -> SearchResult:
-        q = np.asarray(queries, dtype="<f4")
-        if q.ndim == 1:
-            q = q.reshape(1, -1)
-        if q.ndim != 2:
-            raise ValueError(f"search: queries must be [n, dim], got shape {q.shape}")
-        request = index_pb2.SearchRequest(
-            queries=np.ascontiguousarray(q).tobytes(), dim=q.shape[1], k=k, ef=ef or 0, level_ef=list(level_ef or []),
-        )
+        """Query vectors ``queries`` [n, dim]; or, for a server with a neural scorer, the
+        query tower's named ``features`` (batch-first arrays)."""
+        request = index_pb2.SearchRequest(k=k, ef=ef or 0, level_ef=list(level_ef or []))
+        if features is not None:
+            for name, tensor in tensors.encode_all(features).items():
+                request.features[name].CopyFrom(tensor)
+        if queries is not None:
+            q = np.asarray(queries, dtype="<f4")
+            if q.ndim == 1:
+                q = q.reshape(1, -1)
+            if q.ndim != 2:
+                raise ValueError(f"search: queries must be [n, dim], got shape {q.shape}")
+            request.queries, request.dim = np.ascontiguousarray(q).tobytes(), q.shape[1]
         r = self._call(self._stub.Search, request, timeout)
         shape = (r.num_queries, r.k)
         return SearchResult(

@@ -23,6 +23,7 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from rtindex import tensors, validation
 from rtindex.index import Index
 from rtindex.settings import ServerConfig
 from rtindex.snapshots.restore import Restored, kafka_start_offsets, restore_newest
@@ -93,6 +94,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         self.counters: _Counters = _Counters()
         self.extra_counters: list[Callable[[], dict[str, float]]] = []  # e.g. Kafka ingestion
         self.snapshotter: Snapshotter | None = None
+        self.scorer: Any = None  # a neural scorer (rtindex.neural.SavedModelScorer) or None: the index metric
 
     # ------------------------------------------------------------------ decoding
     def _matrix(self, raw: bytes, dim: int, what: str, rows: int | None = None) -> np.ndarray:
@@ -128,9 +130,10 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     @_rpc
     def Search(self, request: index_pb2.SearchRequest, context: grpc.ServicerContext) -> index_pb2.SearchResponse:
         cfg = self.config
-        queries = self._matrix(request.queries, request.dim, "search")
-        if len(queries) > cfg.max_queries:
-            raise ValueError(f"search: {len(queries)} queries in one request; the limit is {cfg.max_queries}, split it")
+        queries = self._queries(request)
+        n = validation.batch_size(queries)
+        if n > cfg.max_queries:
+            raise ValueError(f"search: {n} queries in one request; the limit is {cfg.max_queries}, split it")
         k = request.k
         if not 1 <= k <= cfg.max_k:
             raise ValueError(f"search: k must be in 1..{cfg.max_k}, got {k}")
@@ -140,11 +143,26 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         level_ef = list(request.level_ef) or None
         if level_ef and max(level_ef) > cfg.max_k:
             raise ValueError(f"search: level_ef entries must be at most {cfg.max_k}, got {max(level_ef)}")
-        res = self.index.search(queries, k=k, ef=ef, level_ef=level_ef)
+        res = self.index.search(queries, k=k, ef=ef, level_ef=level_ef, scorer=self.scorer)
         return index_pb2.SearchResponse(
-            num_queries=len(queries), k=k, ids=res.ids.astype("<i8").tobytes(),
+            num_queries=n, k=k, ids=res.ids.astype("<i8").tobytes(),
             scores=res.scores.astype("<f4").tobytes(), hops=res.hops.tolist(), evaluations=res.evaluations.tolist(),
         )
+
+    def _queries(self, request: index_pb2.SearchRequest) -> Any:
+        """Query vectors, or with a neural scorer the named query features."""
+        if self.scorer is None:
+            if request.features:
+                raise ValueError("search: query features were sent but this server scores with the index metric; "
+                                 "send query vectors (queries, dim), or start the server with --scorer "
+                                 "savedmodel:PATH")
+            return self._matrix(request.queries, request.dim, "search")
+        if request.queries:
+            raise ValueError("search: this server scores with a neural model; send the query tower's features "
+                             f"{sorted(self.scorer.feature_spec)} in `features`, not query vectors")
+        if not request.features:
+            raise ValueError(f"search: no query features; the model needs {sorted(self.scorer.feature_spec)}")
+        return tensors.decode_all(request.features)
 
     def _wait(self, future: futures.Future, context: grpc.ServicerContext, what: str) -> Any:
         try:
@@ -227,6 +245,20 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         )
 
 
+def load_scorer(spec: str, dim: int) -> Any:
+    """``savedmodel:PATH`` -> a neural scorer; "" -> None (the index metric)."""
+    if not spec:
+        return None
+    kind, _, path = spec.partition(":")
+    if kind != "savedmodel" or not path:
+        raise ValueError(f"scorer must be savedmodel:PATH (a TensorFlow SavedModel directory), got {spec!r}")
+    from rtindex.neural import SavedModelScorer  # TensorFlow is optional: pip install rtindex[tf]
+
+    scorer = SavedModelScorer(path, dim=dim)
+    log.info("neural scorer loaded", extra={"path": path, "features": sorted(scorer.feature_spec)})
+    return scorer
+
+
 class IndexServer:
     """One index behind gRPC. ``start()`` binds and returns the port; the health
     service says SERVING once the index is ready; ``stop()`` drains."""
@@ -246,6 +278,7 @@ class IndexServer:
         self.writer = Writer(self.index, config.write_queue, config.write_batch)
         self.health = health.HealthServicer()
         self.servicer = IndexServicer(self.index, self.writer, config)
+        self.servicer.scorer = load_scorer(config.scorer, self.index.config.dim)
         limit = config.max_message_mb * 1024 * 1024
         self.grpc_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.grpc_threads, thread_name_prefix="rtindex-rpc"),

@@ -40,6 +40,8 @@ class ServerConfig:
     ef_search: int = _opt(64, "default search beam width (max with k)")
     threads: int = _opt(0, "index worker threads for batch search/insert (0 = all cores)")
     traversal_precision: str = _opt("float16", "float16 (faster search, +50%% vector memory) or float32")
+    scorer: str = _opt("", "neural scorer savedmodel:PATH (a TensorFlow SavedModel, contract in rtindex/neural.py): "
+                       "searches then send query features and candidates are scored by the model; empty = metric")
     # limits and flow control
     grpc_threads: int = _opt(16, "threads serving RPCs")
     max_concurrent_rpcs: int = _opt(256, "RPCs in flight beyond which new ones get RESOURCE_EXHAUSTED")

@@ -112,6 +112,9 @@ BAD_REQUESTS = [
     ("delete empty", "Delete", index_pb2.DeleteRequest(ids=[]), "empty batch"),
     ("delete negative", "Delete", index_pb2.DeleteRequest(ids=[-1]), ">= 0"),
     ("get empty", "Get", index_pb2.GetRequest(ids=[]), "empty batch"),
+    ("search features without a scorer", "Search", index_pb2.SearchRequest(
+        k=3, features={"user": index_pb2.Tensor(dtype="int64", shape=[1], data=np.ones(1, "<i8").tobytes())}),
+     "scores with the index metric"),
 ]
 
 
@@ -253,3 +256,22 @@ def test_calls_without_a_deadline_work(server: IndexServer) -> None:
     assert response.inserted == 2
     assert stub.Delete(index_pb2.DeleteRequest(ids=[2, 9])).deleted == 1
     assert stub.Search(index_pb2.SearchRequest(queries=np.ones(DIM, "<f4").tobytes(), dim=DIM, k=1)).num_queries == 1
+
+
+def test_a_scorer_spec_that_is_not_a_savedmodel_is_refused_with_the_expected_form() -> None:
+    with pytest.raises(ValueError, match="savedmodel:PATH"):
+        IndexServer(ServerConfig(port=0, dim=DIM, scorer="onnx:/tmp/model"))
+
+
+def test_feature_tensors_round_trip_and_bad_ones_are_explained() -> None:
+    from rtindex import tensors
+
+    features = {"user": np.arange(6, dtype=np.int64).reshape(3, 2), "age": np.array([0.5, 1, 2], np.float32)}
+    back = tensors.decode_all(tensors.encode_all(features))
+    for name, value in features.items():
+        np.testing.assert_array_equal(back[name], value)
+        assert back[name].dtype == value.dtype
+    with pytest.raises(ValueError, match="needs 24 bytes"):
+        tensors.decode(index_pb2.Tensor(dtype="int64", shape=[3], data=b"\0" * 8), "user")
+    with pytest.raises(ValueError, match="not one of"):
+        tensors.decode(index_pb2.Tensor(dtype="complex64", shape=[1], data=b"\0" * 8), "user")

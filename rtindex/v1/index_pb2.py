@@ -24,47 +24,53 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rtindex/v1/index.proto\x12\nrtindex.v1\"V\n\rSearchRequest\x12\x0f\n\x07queries\x18\x01 \x01(\x0c\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\t\n\x01k\x18\x03 \x01(\r\x12\n\n\x02\x65\x66\x18\x04 \x01(\r\x12\x10\n\x08level_ef\x18\x05 \x03(\r\"p\n\x0eSearchResponse\x12\x13\n\x0bnum_queries\x18\x01 \x01(\r\x12\t\n\x01k\x18\x02 \x01(\r\x12\x0b\n\x03ids\x18\x03 \x01(\x0c\x12\x0e\n\x06scores\x18\x04 \x01(\x0c\x12\x0c\n\x04hops\x18\x05 \x03(\r\x12\x13\n\x0b\x65valuations\x18\x06 \x03(\r\"O\n\rUpsertRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x12\n\nembeddings\x18\x02 \x01(\x0c\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x10\n\x08versions\x18\x04 \x03(\x03\"L\n\x0eUpsertResponse\x12\x10\n\x08inserted\x18\x01 \x01(\r\x12\x11\n\trefreshed\x18\x02 \x01(\r\x12\x15\n\rskipped_stale\x18\x03 \x01(\r\".\n\rDeleteRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x10\n\x08versions\x18\x02 \x03(\x03\"M\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x13\n\x0bunknown_ids\x18\x02 \x03(\x03\x12\x15\n\rskipped_stale\x18\x03 \x01(\r\"\x19\n\nGetRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"O\n\x0bGetResponse\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12\r\n\x05\x66ound\x18\x02 \x03(\x08\x12\x12\n\nembeddings\x18\x03 \x01(\x0c\x12\x10\n\x08versions\x18\x04 \x03(\x03\"\x0e\n\x0cStatsRequest\"\xbd\x01\n\rStatsResponse\x12\r\n\x05items\x18\x01 \x01(\x04\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x04\x12\x39\n\x08\x63ounters\x18\x05 \x03(\x0b\x32\'.rtindex.v1.StatsResponse.CountersEntry\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x11\n\x0fSnapshotRequest\"t\n\x10SnapshotProgress\x12\x15\n\rbytes_written\x18\x01 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x02 \x01(\x04\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12&\n\x04info\x18\x04 \x01(\x0b\x32\x18.rtindex.v1.SnapshotInfo\"\xed\x01\n\x0cSnapshotInfo\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05items\x18\x03 \x01(\x04\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x10\n\x08pause_ms\x18\x05 \x01(\x01\x12\x15\n\rwrite_seconds\x18\x06 \x01(\x01\x12\x41\n\rkafka_offsets\x18\x07 \x03(\x0b\x32*.rtindex.v1.SnapshotInfo.KafkaOffsetsEntry\x1a\x33\n\x11KafkaOffsetsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\x90\x03\n\x0cIndexService\x12?\n\x06Search\x12\x19.rtindex.v1.SearchRequest\x1a\x1a.rtindex.v1.SearchResponse\x12?\n\x06Upsert\x12\x19.rtindex.v1.UpsertRequest\x1a\x1a.rtindex.v1.UpsertResponse\x12?\n\x06\x44\x65lete\x12\x19.rtindex.v1.DeleteRequest\x1a\x1a.rtindex.v1.DeleteResponse\x12\x36\n\x03Get\x12\x16.rtindex.v1.GetRequest\x1a\x17.rtindex.v1.GetResponse\x12<\n\x05Stats\x12\x18.rtindex.v1.StatsRequest\x1a\x19.rtindex.v1.StatsResponse\x12G\n\x08Snapshot\x12\x1b.rtindex.v1.SnapshotRequest\x1a\x1c.rtindex.v1.SnapshotProgress0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16rtindex/v1/index.proto\x12\nrtindex.v1\"\xd6\x01\n\rSearchRequest\x12\x0f\n\x07queries\x18\x01 \x01(\x0c\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\t\n\x01k\x18\x03 \x01(\r\x12\n\n\x02\x65\x66\x18\x04 \x01(\r\x12\x10\n\x08level_ef\x18\x05 \x03(\r\x12\x39\n\x08\x66\x65\x61tures\x18\x06 \x03(\x0b\x32\'.rtindex.v1.SearchRequest.FeaturesEntry\x1a\x43\n\rFeaturesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.rtindex.v1.Tensor:\x02\x38\x01\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"p\n\x0eSearchResponse\x12\x13\n\x0bnum_queries\x18\x01 \x01(\r\x12\t\n\x01k\x18\x02 \x01(\r\x12\x0b\n\x03ids\x18\x03 \x01(\x0c\x12\x0e\n\x06scores\x18\x04 \x01(\x0c\x12\x0c\n\x04hops\x18\x05 \x03(\r\x12\x13\n\x0b\x65valuations\x18\x06 \x03(\r\"O\n\rUpsertRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x12\n\nembeddings\x18\x02 \x01(\x0c\x12\x0b\n\x03\x64im\x18\x03 \x01(\r\x12\x10\n\x08versions\x18\x04 \x03(\x03\"L\n\x0eUpsertResponse\x12\x10\n\x08inserted\x18\x01 \x01(\r\x12\x11\n\trefreshed\x18\x02 \x01(\r\x12\x15\n\rskipped_stale\x18\x03 \x01(\r\".\n\rDeleteRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\x12\x10\n\x08versions\x18\x02 \x03(\x03\"M\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x13\n\x0bunknown_ids\x18\x02 \x03(\x03\x12\x15\n\rskipped_stale\x18\x03 \x01(\r\"\x19\n\nGetRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"O\n\x0bGetResponse\x12\x0b\n\x03\x64im\x18\x01 \x01(\r\x12\r\n\x05\x66ound\x18\x02 \x03(\x08\x12\x12\n\nembeddings\x18\x03 \x01(\x0c\x12\x10\n\x08versions\x18\x04 \x03(\x03\"\x0e\n\x0cStatsRequest\"\xbd\x01\n\rStatsResponse\x12\r\n\x05items\x18\x01 \x01(\x04\x12\x0b\n\x03\x64im\x18\x02 \x01(\r\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x04\x12\x39\n\x08\x63ounters\x18\x05 \x03(\x0b\x32\'.rtindex.v1.StatsResponse.CountersEntry\x1a/\n\rCountersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x11\n\x0fSnapshotRequest\"t\n\x10SnapshotProgress\x12\x15\n\rbytes_written\x18\x01 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x02 \x01(\x04\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12&\n\x04info\x18\x04 \x01(\x0b\x32\x18.rtindex.v1.SnapshotInfo\"\xed\x01\n\x0cSnapshotInfo\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05items\x18\x03 \x01(\x04\x12\x12\n\nsize_bytes\x18\x04 \x01(\x04\x12\x10\n\x08pause_ms\x18\x05 \x01(\x01\x12\x15\n\rwrite_seconds\x18\x06 \x01(\x01\x12\x41\n\rkafka_offsets\x18\x07 \x03(\x0b\x32*.rtindex.v1.SnapshotInfo.KafkaOffsetsEntry\x1a\x33\n\x11KafkaOffsetsEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x32\x90\x03\n\x0cIndexService\x12?\n\x06Search\x12\x19.rtindex.v1.SearchRequest\x1a\x1a.rtindex.v1.SearchResponse\x12?\n\x06Upsert\x12\x19.rtindex.v1.UpsertRequest\x1a\x1a.rtindex.v1.UpsertResponse\x12?\n\x06\x44\x65lete\x12\x19.rtindex.v1.DeleteRequest\x1a\x1a.rtindex.v1.DeleteResponse\x12\x36\n\x03Get\x12\x16.rtindex.v1.GetRequest\x1a\x17.rtindex.v1.GetResponse\x12<\n\x05Stats\x12\x18.rtindex.v1.StatsRequest\x1a\x19.rtindex.v1.StatsResponse\x12G\n\x08Snapshot\x12\x1b.rtindex.v1.SnapshotRequest\x1a\x1c.rtindex.v1.SnapshotProgress0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rtindex.v1.index_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SEARCHREQUEST_FEATURESENTRY']._loaded_options = None
+  _globals['_SEARCHREQUEST_FEATURESENTRY']._serialized_options = b'8\001'
   _globals['_STATSRESPONSE_COUNTERSENTRY']._loaded_options = None
   _globals['_STATSRESPONSE_COUNTERSENTRY']._serialized_options = b'8\001'
   _globals['_SNAPSHOTINFO_KAFKAOFFSETSENTRY']._loaded_options = None
   _globals['_SNAPSHOTINFO_KAFKAOFFSETSENTRY']._serialized_options = b'8\001'
-  _globals['_SEARCHREQUEST']._serialized_start=38
-  _globals['_SEARCHREQUEST']._serialized_end=124
-  _globals['_SEARCHRESPONSE']._serialized_start=126
-  _globals['_SEARCHRESPONSE']._serialized_end=238
-  _globals['_UPSERTREQUEST']._serialized_start=240
-  _globals['_UPSERTREQUEST']._serialized_end=319
-  _globals['_UPSERTRESPONSE']._serialized_start=321
-  _globals['_UPSERTRESPONSE']._serialized_end=397
-  _globals['_DELETEREQUEST']._serialized_start=399
-  _globals['_DELETEREQUEST']._serialized_end=445
-  _globals['_DELETERESPONSE']._serialized_start=447
-  _globals['_DELETERESPONSE']._serialized_end=524
-  _globals['_GETREQUEST']._serialized_start=526
-  _globals['_GETREQUEST']._serialized_end=551
-  _globals['_GETRESPONSE']._serialized_start=553
-  _globals['_GETRESPONSE']._serialized_end=632
-  _globals['_STATSREQUEST']._serialized_start=634
-  _globals['_STATSREQUEST']._serialized_end=648
-  _globals['_STATSRESPONSE']._serialized_start=651
-  _globals['_STATSRESPONSE']._serialized_end=840
-  _globals['_STATSRESPONSE_COUNTERSENTRY']._serialized_start=793
-  _globals['_STATSRESPONSE_COUNTERSENTRY']._serialized_end=840
-  _globals['_SNAPSHOTREQUEST']._serialized_start=842
-  _globals['_SNAPSHOTREQUEST']._serialized_end=859
-  _globals['_SNAPSHOTPROGRESS']._serialized_start=861
-  _globals['_SNAPSHOTPROGRESS']._serialized_end=977
-  _globals['_SNAPSHOTINFO']._serialized_start=980
-  _globals['_SNAPSHOTINFO']._serialized_end=1217
-  _globals['_SNAPSHOTINFO_KAFKAOFFSETSENTRY']._serialized_start=1166
-  _globals['_SNAPSHOTINFO_KAFKAOFFSETSENTRY']._serialized_end=1217
-  _globals['_INDEXSERVICE']._serialized_start=1220
-  _globals['_INDEXSERVICE']._serialized_end=1620
+  _globals['_SEARCHREQUEST']._serialized_start=39
+  _globals['_SEARCHREQUEST']._serialized_end=253
+  _globals['_SEARCHREQUEST_FEATURESENTRY']._serialized_start=186
+  _globals['_SEARCHREQUEST_FEATURESENTRY']._serialized_end=253
+  _globals['_TENSOR']._serialized_start=255
+  _globals['_TENSOR']._serialized_end=307
+  _globals['_SEARCHRESPONSE']._serialized_start=309
+  _globals['_SEARCHRESPONSE']._serialized_end=421
+  _globals['_UPSERTREQUEST']._serialized_start=423
+  _globals['_UPSERTREQUEST']._serialized_end=502
+  _globals['_UPSERTRESPONSE']._serialized_start=504
+  _globals['_UPSERTRESPONSE']._serialized_end=580
+  _globals['_DELETEREQUEST']._serialized_start=582
+  _globals['_DELETEREQUEST']._serialized_end=628
+  _globals['_DELETERESPONSE']._serialized_start=630
+  _globals['_DELETERESPONSE']._serialized_end=707
+  _globals['_GETREQUEST']._serialized_start=709
+  _globals['_GETREQUEST']._serialized_end=734
+  _globals['_GETRESPONSE']._serialized_start=736
+  _globals['_GETRESPONSE']._serialized_end=815
+  _globals['_STATSREQUEST']._serialized_start=817
+  _globals['_STATSREQUEST']._serialized_end=831
+  _globals['_STATSRESPONSE']._serialized_start=834
+  _globals['_STATSRESPONSE']._serialized_end=1023
+  _globals['_STATSRESPONSE_COUNTERSENTRY']._serialized_start=976
+  _globals['_STATSRESPONSE_COUNTERSENTRY']._serialized_end=1023
+  _globals['_SNAPSHOTREQUEST']._serialized_start=1025
+  _globals['_SNAPSHOTREQUEST']._serialized_end=1042
+  _globals['_SNAPSHOTPROGRESS']._serialized_start=1044
+  _globals['_SNAPSHOTPROGRESS']._serialized_end=1160
+  _globals['_SNAPSHOTINFO']._serialized_start=1163
+  _globals['_SNAPSHOTINFO']._serialized_end=1400
+  _globals['_SNAPSHOTINFO_KAFKAOFFSETSENTRY']._serialized_start=1349
+  _globals['_SNAPSHOTINFO_KAFKAOFFSETSENTRY']._serialized_end=1400
+  _globals['_INDEXSERVICE']._serialized_start=1403
+  _globals['_INDEXSERVICE']._serialized_end=1803
 # @@protoc_insertion_point(module_scope)
