@@ -3,7 +3,7 @@ once, with messages that say what was wrong and what to do. Nothing here mutates
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -118,12 +118,17 @@ def normalized_rows(vectors: np.ndarray, what: str) -> np.ndarray:
 
 def batch_size(queries: object) -> int:
     """Number of queries in a batch given to a scorer: rows of an array, or of the first
-    tensor of a mapping of named features."""
-    if isinstance(queries, dict):
+    tensor of a mapping of named features (all of the same length)."""
+    if isinstance(queries, Mapping):
         if not queries:
             raise ValueError("search: no query features given")
-        first = next(iter(queries.values()))
-        n = len(first)
+        sizes = {name: np.shape(value)[0] if np.ndim(value) else None for name, value in queries.items()}
+        if None in sizes.values():
+            scalar = [name for name, size in sizes.items() if size is None]
+            raise ValueError(f"search: query features {scalar} are scalars; each feature needs one row per query")
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"search: query features have different batch sizes {sizes}; pass one row per query")
+        n = next(iter(sizes.values()))
     else:
         try:
             n = len(queries)  # type: ignore[arg-type]

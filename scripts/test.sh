@@ -6,7 +6,7 @@
 # Extra arguments go to the main pytest run (e.g. scripts/test.sh -k churn).
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
-source "$here/bootstrap.sh"
+RTINDEX_EXTRAS="${RTINDEX_EXTRAS:-dev,tf}" source "$here/bootstrap.sh"
 ruff check .
 if ! "$here/kafka.sh" status >/dev/null 2>&1; then
   "$here/kafka.sh" start
