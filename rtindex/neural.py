@@ -179,23 +179,23 @@ class SavedModelScorer:
         return int(produced)
 
     def _build_score_call(self, score_fn: Any) -> Any:
-        """tf.function(state_all[b, S], query_index[n], items[n, dim]) -> scores[n]:
-        gathers each candidate's query state inside TensorFlow, in the chosen precision."""
+        """Concrete function (state_all[b, S], query_index[n], items[n, dim]) -> scores[n]:
+        gathers each candidate's query state inside TensorFlow and runs the head frozen
+        (variables as constants: fewer ops per call) in the chosen precision."""
         tf = self._tf
-        if self.precision == "float32":
-            head = score_fn
+        dtype = {"float32": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}[self.precision]
+        head = _frozen_head(tf, score_fn, dtype)
 
-            def call(state: Any, query_index: Any, items: Any) -> Any:
-                return head(state=tf.gather(state, query_index), items=items)["scores"]
-        else:
-            dtype = tf.bfloat16 if self.precision == "bfloat16" else tf.float16
-            head = _reduced_precision_head(tf, score_fn, dtype)
+        def call(state: Any, query_index: Any, items: Any) -> Any:
+            s = tf.cast(tf.gather(state, query_index), dtype)
+            return tf.cast(head(state=s, items=tf.cast(items, dtype)), tf.float32)
 
-            def call(state: Any, query_index: Any, items: Any) -> Any:
-                s = tf.cast(tf.gather(state, query_index), dtype)
-                return tf.cast(head(state=s, items=tf.cast(items, dtype)), tf.float32)
-
-        return tf.function(call, jit_compile=self.jit_compile, reduce_retracing=True)
+        fn = tf.function(call, jit_compile=self.jit_compile)
+        # a concrete function skips tf.function's argument binding (~0.15 ms per call)
+        return fn.get_concrete_function(
+            tf.TensorSpec([None, self.state_size], tf.float32), tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None, self.dim], tf.float32),
+        )
 
     # ---- Scorer protocol ------------------------------------------------------------
 
@@ -313,17 +313,17 @@ def _convert(arr: np.ndarray, dtype: np.dtype, name: str, want: str) -> np.ndarr
         return np.ascontiguousarray(arr, dtype=dtype)
 
 
-def _reduced_precision_head(tf: Any, score_fn: Any, dtype: Any) -> Any:
-    """The ``score`` signature as a function that computes in ``dtype``: the variables
-    are frozen into constants and every float32 constant, op attribute and input of the
-    graph is rewritten to ``dtype``. Returns f(state=, items=) -> scores (in dtype)."""
+def _frozen_head(tf: Any, score_fn: Any, dtype: Any) -> Any:
+    """The ``score`` signature with its variables frozen into constants; for a reduced
+    precision every float32 constant, op attribute and input of the graph is rewritten
+    to ``dtype``. Returns f(state=, items=) -> scores (in dtype)."""
     from tensorflow.core.framework import types_pb2
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     frozen = convert_variables_to_constants_v2(score_fn)
     graph_def = frozen.graph.as_graph_def()
     target = dtype.as_datatype_enum
-    node_lists = [graph_def.node] + [f.node_def for f in graph_def.library.function]
+    node_lists = [] if dtype == tf.float32 else [graph_def.node] + [f.node_def for f in graph_def.library.function]
     for nodes in node_lists:
         for node in nodes:
             if node.op == "Const" and node.attr["dtype"].type == types_pb2.DT_FLOAT:

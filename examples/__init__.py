@@ -1,0 +1,1 @@
+"""Worked examples (run from the repository root: python -m examples.<name>)."""
