@@ -5,8 +5,11 @@ committed change, and replaying uncommitted ones is harmless (versions).
 - Invalid messages go to ``<topic>.dlq`` (same key and value, the reason in the
   ``rtindex-reason`` header) and the loop carries on; the DLQ is flushed before the
   offsets that skipped them are committed.
-- Rebalance: batches are applied and committed before the next poll, so a revoke
-  (which happens inside a poll) finds nothing pending; it commits once more anyway.
+- Latency: a batch is whatever has been fetched when the loop comes round (no waiting
+  for a batch to fill); while one is applied the next accumulates, so batches grow
+  with the rate. Commits are asynchronous and at most every ``commit_ms``.
+- Rebalance: a batch is applied before the next poll, so a revoke (which happens
+  inside a poll) finds nothing pending and commits what was applied, synchronously.
 - Lag per partition (high watermark minus position) and apply latency (producer time
   to searchable) are in ``stats()``; ``on_ready`` fires once, when the lag first drops
   under ``ready_lag`` after the partitions were assigned.
@@ -15,6 +18,7 @@ committed change, and replaying uncommitted ones is harmless (versions).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import threading
@@ -40,7 +44,8 @@ class KafkaSettings:
     topic: str
     group: str = "rtindex"
     batch: int = 2_000  # most messages applied in one batch
-    batch_ms: int = 20  # how long a poll waits for a batch to fill
+    batch_ms: int = 20  # how long an idle poll waits for the first message (a batch is what is already fetched)
+    commit_ms: int = 100  # offsets are committed at most this often (and whenever the stream goes idle)
     ready_lag: int = 1_000  # health turns SERVING once the total lag is below this
     dlq_topic: str = ""  # default "<topic>.dlq"
     partitions: list[int] = field(default_factory=list)  # a shard's partitions (server mode); empty = all
@@ -62,8 +67,9 @@ class IngestStats:
     dead_letters: int = 0
     commits: int = 0
     lag: dict[int, int] = field(default_factory=dict)
-    # (applied at, produced -> searchable seconds) of recent changes; reported over the last 10 s
-    latencies: deque = field(default_factory=lambda: deque(maxlen=200_000))
+    # per batch of the last 10 s: (applied at, produced -> searchable seconds of its
+    # changes). An array per batch, not a tuple per change: counters() is read often
+    latencies: deque = field(default_factory=deque)
 
 
 class KafkaIngestor:
@@ -94,6 +100,10 @@ class KafkaIngestor:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        # what exists by now (modules, the index's objects) lives as long as the process:
+        # keep it out of the cyclic collector, whose full collections otherwise scan it
+        # all while holding the GIL (~80 ms pauses, stalling the writer mid-stream)
+        gc.freeze()
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -115,6 +125,13 @@ class KafkaIngestor:
             "enable.partition.eof": False,
             "statistics.interval.ms": 500,
             "stats_cb": self._on_stats,
+            # a fetch returns once 16 KiB are there or after 5 ms: at most ~200 fetches/s
+            # whatever the rate (fetch.min.bytes=1 answers every produce request, a fetch
+            # and a tiny batch per few messages, which costs the broker and the index far
+            # more CPU than the <= 5 ms it saves); the default 500 ms wait only matters
+            # when idle, and a batch is applied as soon as it is fetched (_next_batch)
+            "fetch.wait.max.ms": 5,
+            "fetch.min.bytes": 16_384,
         }
         if not self._from_state:
             config["group.protocol"] = "consumer"  # KIP-848: a restarted member rejoins without waiting out a session
@@ -149,18 +166,20 @@ class KafkaIngestor:
             partitions = self._wait_for_topic(consumer)
             if self._from_state and partitions:
                 self._assign_from_state(consumer, partitions)
+            last_commit, uncommitted = time.monotonic(), False
             while not self._stop.is_set():
-                messages = consumer.consume(num_messages=s.batch, timeout=s.batch_ms / 1000)
+                messages = self._next_batch(consumer)
                 if messages:
-                    dead_before = self.stats.dead_letters
                     self._apply(messages, dlq)
-                    self._record_applied(messages)
-                    if self.stats.dead_letters > dead_before:
-                        dlq.flush(30)  # a skipped message is in the DLQ before its offset is committed
-                    # applied, hence searchable: commit. Asynchronously: a lost commit only
-                    # means a harmless replay; revoke and shutdown commit synchronously
+                    uncommitted = True
+                # applied, hence searchable: commit, at most every commit_ms (a commit per
+                # small batch is a broker round trip per few messages) and when idle.
+                # Asynchronously: a lost or late commit only means a harmless replay;
+                # revoke and shutdown commit synchronously
+                if uncommitted and (not messages or time.monotonic() - last_commit >= s.commit_ms / 1000):
                     consumer.commit(asynchronous=True)
                     self.stats.commits += 1
+                    last_commit, uncommitted = time.monotonic(), False
                 self._check_ready()
         except Exception as exc:  # the loop must not die silently: stats and health show it
             self._error = exc
@@ -170,6 +189,21 @@ class KafkaIngestor:
                 consumer.commit(asynchronous=False)
             consumer.close()
             dlq.flush(10)
+
+    def _next_batch(self, consumer: Consumer) -> list[Any]:
+        """Everything already fetched (up to ``batch`` messages), without waiting; when
+        nothing is, wait up to ``batch_ms`` for the first message and take what came
+        with it. Waiting for a batch to fill (``consume`` with a timeout returns only
+        when it is full or the timeout ran out) would add up to that timeout to every
+        change; batches grow by themselves while the previous one is being applied."""
+        s = self.settings
+        messages = consumer.consume(num_messages=s.batch, timeout=0)
+        if messages:
+            return messages
+        first = consumer.poll(s.batch_ms / 1000)
+        if first is None:
+            return []
+        return [first, *consumer.consume(num_messages=s.batch - 1, timeout=0)] if s.batch > 1 else [first]
 
     def _wait_for_topic(self, consumer: Consumer) -> list[int]:
         """A missing topic is the usual start-up mistake: say so clearly (once a minute)
@@ -192,11 +226,11 @@ class KafkaIngestor:
             self._stop.wait(2.0)
         return []
 
-    def _record_applied(self, messages: list[Any]) -> None:
+    def _record_applied(self, ends: dict[int, int]) -> None:
+        """ends: partition -> 1 + the last offset of a batch now applied."""
         applied = dict(self._applied)
-        for msg in messages:
-            if msg.error() is None:
-                applied[msg.partition()] = max(applied.get(msg.partition(), 0), msg.offset() + 1)
+        for partition, end in ends.items():
+            applied[partition] = max(applied.get(partition, 0), end)
         self._applied = applied  # replaced whole: readers never see a half-updated dict
 
     def applied_offsets(self) -> dict[str, Any]:
@@ -207,21 +241,31 @@ class KafkaIngestor:
 
     # ------------------------------------------------------------------ one batch
     def _apply(self, messages: list[Any], dlq: Producer) -> None:
+        """Decode, apply through the writer, wait until searchable, record the offsets."""
         dim = self.index.config.dim
         changes = []
+        ends: dict[int, int] = {}  # partition -> 1 + last offset (in order within a partition)
         for msg in messages:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka message error", extra={"error": str(err)})
                 continue
+            ends[msg.partition()] = msg.offset() + 1
             try:
                 changes.append(decode(msg.key(), msg.value(), dim))
             except Poison as exc:
                 self._dead_letter(dlq, msg, str(exc))
         self.stats.consumed += len(messages)
-        if not changes:
-            return
+        dead_before = self.stats.dead_letters
+        if changes:
+            self._apply_changes(changes, dlq)
+        if self.stats.dead_letters > dead_before:
+            dlq.flush(30)  # a skipped message is in the DLQ before its offset is recorded or committed
+        self._record_applied(ends)
+
+    def _apply_changes(self, changes: list[Any], dlq: Producer) -> None:
+        dim = self.index.config.dim
         batch = reduce_batch(changes, dim)
         self.stats.superseded += batch.superseded
         cfg = self.index.config
@@ -247,7 +291,10 @@ class KafkaIngestor:
             else:
                 self.stats.deletes += result.deleted
         now = time.time()
-        self.stats.latencies.extend((now, lat) for lat in (now - batch.produced_at).tolist())
+        latencies = self.stats.latencies
+        latencies.append((now, now - batch.produced_at))
+        while latencies[0][0] < now - 10.0:  # only the last 10 s are reported
+            latencies.popleft()
         self.stats.batches += 1
 
     def _submit(self, submit: Callable[[], Any]) -> Any:
@@ -321,7 +368,7 @@ class KafkaIngestor:
         s = self.stats
         horizon = time.time() - 10.0
         recent = [lat for at, lat in list(s.latencies) if at >= horizon]
-        lat = np.array(recent) * 1e3 if recent else np.zeros(1)
+        lat = np.concatenate(recent) * 1e3 if recent else np.zeros(1)
         out: dict[str, float] = {
             "kafka_consumed": s.consumed, "kafka_batches": s.batches, "kafka_upserts": s.upserts,
             "kafka_deletes": s.deletes, "kafka_skipped_stale": s.skipped_stale, "kafka_superseded": s.superseded,
