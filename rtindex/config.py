@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 
 METRICS = ("ip", "cosine", "l2")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class IndexConfig:
     initial_capacity: rows/nodes allocated up front; tables grow by half when full.
     deleted_versions_kept: how many deleted ids remember their delete version, so a
       replayed older upsert cannot bring them back (oldest forgotten first).
+    device: search backend: "auto" (the GPU when CuPy finds one, else the CPU; the
+      choice is logged), "cpu", or "cuda" (raises if there is no usable GPU). A runtime
+      choice, not part of the index: snapshots do not store it. See rtindex/gpu.
     """
 
     dim: int
@@ -59,6 +63,7 @@ class IndexConfig:
     repair_min_tombstones: int = 1
     initial_capacity: int = 1024
     deleted_versions_kept: int = 1_000_000
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         problems = []
@@ -90,6 +95,8 @@ class IndexConfig:
             problems.append(f"repair_fraction must be in [0, 1], got {self.repair_fraction!r}")
         if self.initial_capacity < 1:
             problems.append(f"initial_capacity must be >= 1, got {self.initial_capacity!r}")
+        if self.device not in DEVICES:
+            problems.append(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if problems:
             raise ValueError("invalid index configuration: " + "; ".join(problems))
 

@@ -4,6 +4,7 @@ metric's coefficients. Owned by ``rtindex.Index``; the path modules take it as i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,6 +14,10 @@ from rtindex.kernels.beam_search import search_queries
 from rtindex.kernels.layout import BuildParams, SearchMode, metric_code
 from rtindex.runtime import BoundKernel, ScratchPool, Workers
 from rtindex.storage import GraphStore
+
+if TYPE_CHECKING:
+    from rtindex.gpu import GpuBackend
+    from rtindex.gpu.dirty import DirtyRows
 
 
 @dataclass
@@ -41,6 +46,29 @@ class Engine:
     live_nodes: int = 0
     tombstones: int = 0
     counters: Counters = field(default_factory=Counters)
+    # GPU backend (rtindex.gpu), None on the CPU: the search route and the rows written
+    # since the last device sync, reported by the write paths through the note_* hooks
+    gpu: GpuBackend | None = None
+    dirty: DirtyRows | None = None
+
+    def note_nodes(self, nodes: np.ndarray) -> None:
+        """Whole node records (vector rows, state, level, links, upper rows) were written."""
+        if self.dirty is not None:
+            self.dirty.nodes(self.store.tables, nodes)
+
+    def note_links(self, nodes: np.ndarray, levels: np.ndarray | None = None) -> None:
+        """Adjacency rows of ``nodes`` were written (on levels[i], or on every level)."""
+        if self.dirty is not None:
+            self.dirty.links(self.store.tables, nodes, levels)
+
+    def note_chain_states(self, first_nodes: np.ndarray) -> None:
+        """The states of the item chains starting at ``first_nodes`` are about to change."""
+        if self.dirty is not None:
+            self.dirty.chain_states(self.store.tables, first_nodes)
+
+    def note_items(self, items: np.ndarray) -> None:
+        if self.dirty is not None:
+            self.dirty.add("item", items)
 
     @classmethod
     def create(cls, config: IndexConfig) -> Engine:

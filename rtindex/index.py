@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from rtindex import validation
+from rtindex import gpu, validation
 from rtindex.config import IndexConfig
 from rtindex.engine import Counters, Engine
 from rtindex.insert import draw_levels, link_new_nodes
@@ -104,6 +104,8 @@ class Index:
         index._ids = IdMap.restore("idmap", arrays)
         index._graveyard = Graveyard.restore(cfg.deleted_versions_kept, arrays)
         index._rng.bit_generator.state = meta["rng"]
+        if engine.gpu is not None:
+            engine.gpu.upload_all()
         return index
 
     def export_state(self, capture_with: Callable[[], dict[str, Any]] | None = None,
@@ -124,7 +126,9 @@ class Index:
                 "counters": asdict(engine.counters), "rng": self._rng.bit_generator.state, "items": len(self),
             }
             meta["pause_seconds"] = time.perf_counter() - t0
-        return IndexState(config=asdict(self.config), arrays=arrays, meta=meta, extra=extra)
+        config = asdict(self.config)
+        config.pop("device")  # where to search is the restoring process's choice
+        return IndexState(config=config, arrays=arrays, meta=meta, extra=extra)
 
     def export_plan(self) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """Shape and dtype of each array ``export_state`` would copy now (so that a
@@ -147,6 +151,7 @@ class Index:
         self._write_lock = threading.Lock()
         # queries reach it already normalised, so it scores with the plain inner product
         self._metric_scorer = MetricScorer("ip" if config.metric == "cosine" else config.metric, config.dim)
+        self.device = "cpu" if gpu.attach(self._engine) is None else "cuda"
 
     # ------------------------------------------------------------------ writes
     def prepare_upsert(
@@ -222,6 +227,8 @@ class Index:
                 t.vectors16[vector_rows] = rows[order].astype(np.float16).view(np.uint16)
             items = np.concatenate([new_items, slots[refresh]])
             self._write_nodes(nodes, vector_rows, items, levels, upper_rows)
+            engine.note_nodes(nodes)
+            engine.note_items(new_items)
             t.item_ids[new_items] = ids[new]
             t.item_versions[new_items] = new_versions[: len(new)]
             t.item_vec[new_items] = vector_rows[: len(new)]
@@ -238,6 +245,7 @@ class Index:
                 t.item_first_node[refreshed_items] = nodes[len(new) :]
                 t.item_vec[refreshed_items] = vector_rows[len(new) :]
                 t.item_versions[refreshed_items] = new_versions[len(new) :]
+                engine.note_chain_states(old_first)
                 tombstone_nodes_of(engine, old_first)
             self._ids.put(ids[new], new_items)
             if versions is not None:
@@ -286,6 +294,7 @@ class Index:
             if versions is not None:
                 apply &= versions > t.item_versions[np.maximum(slots, 0)]
             doomed = slots[apply]
+            engine.note_chain_states(t.item_first_node[doomed])
             tombstone_nodes_of(engine, t.item_first_node[doomed])
             t.item_state[doomed] = ITEM_DELETED
             if versions is not None:
@@ -307,13 +316,28 @@ class Index:
     def _after_write(self) -> None:
         fix_entry_points(self._engine)
         if consolidation_due(self._engine):
-            consolidate(self._engine)
+            self._consolidate()
+        if self._engine.gpu is not None:
+            self._engine.gpu.sync()
+
+    def _consolidate(self) -> int:
+        engine = self._engine
+        if engine.dirty is None:
+            return consolidate(engine)
+        # the repair kernels report counts, not rows: the GPU mirror's dirty rows are
+        # found by comparing the adjacency before and after (once per consolidation)
+        store = engine.store
+        with engine.dirty.compare(lambda: store.tables, store.node_slots.high_water, store.upper_slots.high_water):
+            return consolidate(engine)
 
     def consolidate(self) -> int:
         """Repair and free all tombstoned nodes now (normally done in batches as deletes
         accumulate). Returns the number of nodes freed."""
         with self._write_lock:
-            return consolidate(self._engine)
+            freed = self._consolidate()
+            if self._engine.gpu is not None:
+                self._engine.gpu.sync()
+            return freed
 
     # ------------------------------------------------------------------ reads
     def search(
@@ -338,7 +362,8 @@ class Index:
         still the one built on the embeddings, as in NANN). execution: "per_query"
         (compiled per-query kernels, built-in metric only), "lockstep" (all queries
         advance together, one scorer call per step), "auto" (per_query for the built-in
-        metric, lockstep with a scorer).
+        metric, lockstep with a scorer). With the GPU backend (``device``), "auto" runs
+        the built-in metric on the GPU and "per_query" on the CPU kernels.
         """
         cfg = self.config
         if execution not in ("auto", "per_query", "lockstep"):
@@ -355,6 +380,8 @@ class Index:
             q = validation.normalized_rows(q, "search")
         if execution == "lockstep":
             return search_lockstep(self._engine, self._metric_scorer, q, len(q), k, ef, widths)
+        if execution == "auto" and self._engine.gpu is not None:
+            return self._engine.gpu.search(q, k, ef, widths, beam)
         return search_batch(self._engine, q, k, ef, widths, beam)
 
     def get(self, ids: object) -> GetResult:
@@ -417,7 +444,10 @@ class Index:
                 orphans_adopted=engine.counters.adopted,
                 nodes_relinked=engine.counters.relinked,
                 active_searches=engine.epochs.active_readers,
+                device=self.device,
             )
+            if engine.gpu is not None:
+                out.update(engine.gpu.stats())
         return out
 
     def close(self) -> None:

@@ -77,6 +77,8 @@ def _insert_sub_batch(engine: Engine, batch: np.ndarray) -> None:
     engine.workers.run(len(batch), plan_chunk, capacity, cfg.ef_construction, min_chunk=2)
     write_forward_links(t, batch, plan, plan_offsets)
     targets, sources, edge_levels, group_starts = collect_reverse_edges(t, batch, plan, plan_offsets, capacity)
+    engine.note_links(batch)  # the GPU mirror's dirty rows (no-op on the CPU)
+    engine.note_links(targets, edge_levels)
     n_groups = len(group_starts) - 1
     # a group is every new in-edge of one target: its pool holds the target's row plus
     # all of them, and a hub can draw hundreds in one sub-batch

@@ -271,7 +271,8 @@ class IndexServer:
             self.store = SnapshotStore(config.data_dir, config.snapshot_keep)
             self.store.lock()
             if index is None:
-                self.restored = restore_newest(self.store, {"threads": config.threads, "ef_search": config.ef_search},
+                self.restored = restore_newest(self.store, {"threads": config.threads, "ef_search": config.ef_search,
+                                                              "device": config.device},
                                                dim=config.dim)
                 index = self.restored.index if self.restored else None
         self.index = index if index is not None else Index.from_config(config.index_config())

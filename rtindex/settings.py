@@ -40,6 +40,8 @@ class ServerConfig:
     ef_search: int = _opt(64, "default search beam width (max with k)")
     threads: int = _opt(0, "index worker threads for batch search/insert (0 = all cores)")
     traversal_precision: str = _opt("float16", "float16 (faster search, +50%% vector memory) or float32")
+    device: str = _opt("auto", "search backend: auto (the GPU when CuPy finds one, else the CPU), cpu, or cuda "
+                       "(fails without a GPU); needs the gpu extra for cuda")
     scorer: str = _opt("", "neural scorer savedmodel:PATH (a TensorFlow SavedModel, contract in rtindex/neural.py): "
                        "searches then send query features and candidates are scored by the model; empty = metric")
     # limits and flow control
@@ -117,6 +119,7 @@ class ServerConfig:
         return IndexConfig(
             dim=self.dim, metric=self.metric, M=self.M, ef_construction=self.ef_construction,
             ef_search=self.ef_search, threads=self.threads, traversal_precision=self.traversal_precision,
+            device=self.device,
         )
 
 

@@ -13,7 +13,7 @@ from rtindex.snapshots.store import Progress, SnapshotInfo, SnapshotStore
 
 log = logging.getLogger("rtindex.snapshots")
 
-RUNTIME_SETTINGS = ("threads", "ef_search")  # taken from the server's settings, not the snapshot
+RUNTIME_SETTINGS = ("threads", "ef_search", "device")  # taken from the server's settings, not the snapshot
 
 
 @dataclass
