@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Set up .venv with the peer libraries (hnswlib, faiss, usearch), then run a benchmark:
 #   scripts/bench.sh core [options]   -> bench/bench_core.py
+#   scripts/bench.sh gpu [options]    -> bench/bench_gpu.py (NVIDIA GPU; installs the gpu extra)
 set -euo pipefail
-RTINDEX_EXTRAS="dev,bench" source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
-name="${1:?usage: scripts/bench.sh core [options]}"
+name="${1:?usage: scripts/bench.sh core|server|kafka|snapshot|gpu [options]}"
 shift
+extras="dev,bench"
+if [ "$name" = gpu ]; then extras="dev,bench,gpu"; fi  # CuPy; bench_gpu.py exits 2 without a GPU
+RTINDEX_EXTRAS="$extras" source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
 python "bench/bench_${name}.py" "$@"

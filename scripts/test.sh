@@ -6,7 +6,9 @@
 # Extra arguments go to the main pytest run (e.g. scripts/test.sh -k churn).
 set -euo pipefail
 here="$(dirname "${BASH_SOURCE[0]}")"
-RTINDEX_EXTRAS="${RTINDEX_EXTRAS:-dev,tf}" source "$here/bootstrap.sh"
+RTINDEX_EXTRAS="${RTINDEX_EXTRAS:-dev,tf,gpu}" source "$here/bootstrap.sh"
+# the gpu extra brings CuPy + NVRTC: tests/test_gpu.py compiles kernels/*.cu without a GPU and must not skip here
+export RTINDEX_REQUIRE_NVRTC=1
 ruff check .
 if ! "$here/kafka.sh" status >/dev/null 2>&1; then
   "$here/kafka.sh" start
