@@ -26,13 +26,15 @@ concatenating ``[u, item]`` — the per-candidate cost is then only the item par
 faster than concatenation on the CPU). ``export_random_mlp`` writes a model of that
 shape; ``examples/movielens.py`` trains one.
 
-Execution options (measured by ``scripts/bench.sh neural`` on 2 CPU cores, AVX-512 BF16;
-see README "Neural scorer"): ``precision="bfloat16"`` runs the head in bfloat16 (the
-frozen graph's float32 constants and ops are rewritten; oneDNN AMX/AVX512-BF16
-kernels) — it pays off for large candidate batches (>= ~10k rows per call), scores differ
-from float32 by ~1e-2 relative; ``"float16"`` has no fast CPU kernels and is slower.
-``jit_compile=True`` compiles the head with XLA; candidate batches are padded to
-power-of-two sizes so XLA compiles once per bucket.
+Execution options (measured by ``scripts/bench.sh neural``, 2 CPU cores with AVX-512 BF16,
+200k x 64 catalog, head 128 -> 64 -> 1): ``precision="bfloat16"`` rewrites the frozen head
+graph to bfloat16 (scores differ from float32 by ~1e-2 relative); ``jit_compile=True``
+compiles the head with XLA, candidate batches padded to power-of-two buckets so it
+compiles once per bucket. Neither helped reliably: search time moved within the run-to-run
+noise (float32 2.4-2.5, XLA 2.3, bfloat16 2.1-2.3 ms/query at ef=128); on one 65k-row call
+bfloat16 was 16-22 ms vs float32 28-33 ms in two full runs (but slower in a third, small
+one); ``float16`` (no fast CPU kernels) and bfloat16 + XLA were never faster. Default:
+float32 without XLA; try bfloat16 when scoring calls are large (big batches, wide ef).
 """
 
 from __future__ import annotations
@@ -362,11 +364,17 @@ def _frozen_head(tf: Any, score_fn: Any, dtype: Any) -> Any:
 
 def export_random_mlp(
     path: str | Path, query_dim: int, dim: int, hidden: tuple[int, int] = (128, 64), seed: int = 0,
+    item_weight_scale: float = 1.0,
 ) -> None:
     """Write a SavedModel that follows the contract: a random-weight MLP scorer with one
     query feature ``query`` float32[b, query_dim]; state = query·W_q + b_1 (the query's
     share of the first layer, folded), head = relu(state + items·W_i) -> relu(·W_2 + b_2)
-    -> ·w_3. For tests and benchmarks, and a template for real models."""
+    -> ·w_3. For tests and benchmarks, and a template for real models.
+
+    item_weight_scale: std of W_i's entries; with unit-norm items 1.0 makes the item's
+    share of the first layer as large as the query's, so the ReLU pattern depends on the
+    item and the head is far from linear in the item (a smaller scale gives an almost
+    linear head, which any two-stage inner-product retrieval handles easily)."""
     tf = _import_tf()
     rng = np.random.default_rng(seed)
     h1, h2 = hidden
@@ -378,7 +386,7 @@ def export_random_mlp(
         def __init__(self) -> None:
             super().__init__()
             self.w_query = weights(query_dim, h1, scale=1 / np.sqrt(query_dim))
-            self.w_items = weights(dim, h1, scale=1 / np.sqrt(dim))
+            self.w_items = weights(dim, h1, scale=item_weight_scale)
             self.b_1 = weights(h1, scale=0.1)
             self.w_2 = weights(h1, h2, scale=1 / np.sqrt(h1))
             self.b_2 = weights(h2, scale=0.1)
