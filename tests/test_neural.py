@@ -194,3 +194,33 @@ def test_bad_query_features_fail_the_search_not_the_index(two_feature_scorer: Sa
         index.search({"user_id": np.arange(2), "history": np.zeros((3, 8))}, k=5, scorer=two_feature_scorer)
     res = index.search({"user_id": np.arange(2), "history": np.zeros((2, 8), np.float32)}, k=5, scorer=two_feature_scorer)
     assert res.ids.shape == (2, 5) and (res.ids >= 0).all()
+
+
+def test_a_server_with_a_neural_scorer_takes_query_features_over_grpc(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from rtindex.client import IndexClient, InvalidArgument
+    from rtindex.neural import export_random_mlp
+    from rtindex.server import IndexServer
+    from rtindex.settings import ServerConfig
+
+    dim, query_dim = 16, 8
+    export_random_mlp(tmp_path / "model", query_dim=query_dim, dim=dim, hidden=(32, 16), seed=3)
+    server = IndexServer(ServerConfig(port=0, dim=dim, metric="l2", scorer=f"savedmodel:{tmp_path / 'model'}",
+                                      log_level="warning"))
+    server.start()
+    server.mark_ready()
+    try:
+        rng = np.random.default_rng(0)
+        items = rng.normal(size=(2000, dim)).astype(np.float32)
+        queries = {"query": rng.normal(size=(5, query_dim)).astype(np.float32)}
+        with IndexClient(f"127.0.0.1:{server.port}", timeout=30) as client:
+            client.upsert(np.arange(2000), items)
+            remote = client.search(features=queries, k=10, ef=200, level_ef=[8])
+            local = server.index.search(queries, k=10, ef=200, level_ef=[8], scorer=server.servicer.scorer)
+            np.testing.assert_array_equal(remote.ids, local.ids)
+            assert (remote.evaluations > 0).all()
+            with pytest.raises(InvalidArgument, match="features"):
+                client.search(items[:2], k=3)  # vectors to a neural server
+            with pytest.raises(InvalidArgument, match="query"):
+                client.search(features={"wrong": queries["query"]}, k=3)
+    finally:
+        server.stop(grace=1)
