@@ -18,7 +18,6 @@ committed change, and replaying uncommitted ones is harmless (versions).
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging
 import threading
@@ -100,10 +99,6 @@ class KafkaIngestor:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        # what exists by now (modules, the index's objects) lives as long as the process:
-        # keep it out of the cyclic collector, whose full collections otherwise scan it
-        # all while holding the GIL (~80 ms pauses, stalling the writer mid-stream)
-        gc.freeze()
         self._thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
