@@ -60,7 +60,7 @@ class ServerConfig:
     kafka_topic: str = _opt("rtindex.catalog", "topic of CatalogChange messages (its dead letters go to <topic>.dlq)")
     kafka_group: str = _opt("rtindex", "consumer group (replicas of one shard use different groups)")
     kafka_batch: int = _opt(2_000, "most messages applied in one batch")
-    kafka_batch_ms: int = _opt(20, "how long one poll waits for a batch to fill, ms")
+    kafka_batch_ms: int = _opt(20, "when nothing is fetched yet, how long one poll waits for the first message, ms")
     kafka_ready_lag: int = _opt(1_000, "at start-up, health is NOT_SERVING until the consumer lag is below this")
     kafka_partitions: str = _opt("", "partitions this server consumes, e.g. 0,1 (a shard); empty = all")
     # snapshots (off unless data_dir is set)
