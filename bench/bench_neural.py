@@ -147,7 +147,7 @@ def bench_movielens(out: Path, epochs: int, eps_values: list[float], single: int
             index = Index(dim=items.shape[1], metric=metric, M=16, ef_construction=200)
             index.upsert(np.arange(len(items)), items)
             print(f"movielens eps={eps} metric={metric}", flush=True)
-            rows = nann_rows(index, scorer, features, items, truth, [(50, None), (64, None), (128, None), (64, [8, 4])],
+            rows = nann_rows(index, scorer, features, items, truth, [(40, None), (48, None), (50, None), (64, None), (128, None), (64, [8, 4])],
                              h, single, brute_ms)
             parts += [f"FGSM eps={eps} (train {stats['train_s']:.0f} s, held-out AUC {stats['auc']:.3f}), graph metric "
                       f"{metric}; brute force {brute_ms:.2f} ms/query batched, {brute_single:.1f} ms single", "",
@@ -170,7 +170,8 @@ def bench_generated(n: int, dim: int, n_queries: int, single: int, out: Path) ->
     build_s = time.perf_counter() - t0
     h = build_hnswlib(items)
     settings: list[tuple[int, list[int] | None]] = [(64, None), (128, None), (256, None), (128, [16, 8, 4]),
-                                                    (256, [32, 16, 8]), (512, [64, 32, 16]), (1024, [128, 64, 32])]
+                                                    (256, [32, 16, 8]), (512, [64, 32, 16]), (640, [96, 48, 24]),
+                                                    (768, [128, 64, 32]), (1024, [128, 64, 32])]
     rows = nann_rows(index, scorer, features, items, truth, settings, h, single, brute_ms)
     parts = [f"## (b) generated: {n} x {dim} clustered unit vectors (200 clusters, seed 0), random-weight MLP "
              f"(query 32 -> state 128; head relu(state + items W) 128 -> 64 -> 1), {n_queries} queries, k={K}", "",

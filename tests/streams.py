@@ -22,6 +22,13 @@ class Model:
         self.live: dict[int, tuple[int, np.ndarray]] = {}
         self.versions: dict[int, int] = {}
 
+    @classmethod
+    def of(cls, ops: list) -> Model:
+        model = cls()
+        for op in ops:
+            model.apply(*op)
+        return model
+
     def apply(self, op: int, item_id: int, version: int, row: np.ndarray | None) -> None:
         if version <= self.versions.get(item_id, -1):
             return

@@ -46,9 +46,7 @@ def _wait_consumed(ingestor: KafkaIngestor, n: int, timeout: float = 120) -> Non
 def test_fifty_thousand_mixed_changes_end_in_exactly_the_reference_state(kafka_bootstrap: str) -> None:
     topic = _topic(kafka_bootstrap)
     ops = mixed_stream(50_000, seed=1)
-    model = Model()
-    for op in ops:
-        model.apply(*op)
+    model = Model.of(ops)
     produce(kafka_bootstrap, topic, ops)
     index = Index(dim=DIM, metric="ip")
     writer = Writer(index)
@@ -66,9 +64,7 @@ def test_fifty_thousand_mixed_changes_end_in_exactly_the_reference_state(kafka_b
 def test_duplicated_and_replayed_messages_change_nothing(kafka_bootstrap: str) -> None:
     topic = _topic(kafka_bootstrap)
     ops = mixed_stream(8_000, seed=2)
-    model = Model()
-    for op in ops:
-        model.apply(*op)
+    model = Model.of(ops)
     rng = np.random.default_rng(3)
     replay = [ops[i] for i in rng.choice(len(ops), 4_000, replace=False)]  # old versions, any order
     produce(kafka_bootstrap, topic, ops + replay + ops[:1000])
@@ -136,9 +132,7 @@ def test_poison_messages_land_in_the_dead_letter_topic_with_their_reason(kafka_b
 def test_a_restarted_consumer_resumes_from_its_committed_offsets(kafka_bootstrap: str) -> None:
     topic = _topic(kafka_bootstrap)
     ops = mixed_stream(12_000, seed=4)
-    model = Model()
-    for op in ops:
-        model.apply(*op)
+    model = Model.of(ops)
     group = f"g-{topic}"
     index = Index(dim=DIM, metric="ip")
     writer = Writer(index)
@@ -168,9 +162,7 @@ def test_the_server_turns_serving_only_once_the_consumer_has_caught_up(kafka_boo
 
     topic = _topic(kafka_bootstrap)
     ops = mixed_stream(30_000, seed=5)
-    model = Model()
-    for op in ops:
-        model.apply(*op)
+    model = Model.of(ops)
     produce(kafka_bootstrap, topic, ops)
     server = IndexServer(ServerConfig(port=0, dim=DIM, kafka_bootstrap=kafka_bootstrap, kafka_topic=topic,
                                       kafka_group=f"g-{topic}", kafka_ready_lag=0, log_level="warning"))

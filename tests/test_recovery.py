@@ -50,9 +50,7 @@ def test_sigkill_at_random_moments_loses_no_update_and_resurrects_no_delete(
     topic = f"rtindex-crash-{uuid.uuid4().hex[:8]}"
     ensure_topic(kafka_bootstrap, topic, 4)
     ops = mixed_stream(40_000, seed=11)
-    model = Model()
-    for op in ops:
-        model.apply(*op)
+    model = Model.of(ops)
 
     def paced() -> None:  # ~8 s of traffic, so the kills land mid-stream
         producer = CatalogProducer(kafka_bootstrap, topic, rate=5000)
@@ -100,9 +98,7 @@ def test_a_standby_from_a_copy_of_the_data_dir_serves_the_same_answers(kafka_boo
     ensure_topic(kafka_bootstrap, topic, 4)
     ops = mixed_stream(20_000, seed=12)
     first, more = ops[:15_000], ops[15_000:]
-    model = Model()
-    for op in first:
-        model.apply(*op)
+    model = Model.of(first)
     produce(kafka_bootstrap, topic, first)
     primary_dir, log = tmp_path / "primary", tmp_path / "server.log"
     primary = ServerProcess(log, *_flags(kafka_bootstrap, topic, "primary", primary_dir))
