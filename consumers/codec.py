@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rtindex import validation
 from rtindex.v1.catalog_pb2 import CatalogChange
 
 UPSERT = CatalogChange.UPSERT
@@ -94,7 +93,3 @@ def reduce_batch(changes: list[CatalogChange], dim: int) -> Batch:
         upsert_ids=ids[up], upsert_rows=np.array(rows, np.float32), upsert_versions=versions[up],
         delete_ids=ids[de], delete_versions=versions[de], produced_at=produced[keep], superseded=n - len(keep),
     )
-
-
-def invalid_rows(rows: np.ndarray, metric: str, float16: bool) -> list[str | None]:
-    return validation.row_problems(rows, metric, float16)

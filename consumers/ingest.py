@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from rtindex.consumers.codec import Poison, decode, invalid_rows, reduce_batch
+from rtindex import validation
+from rtindex.consumers.codec import Poison, decode, reduce_batch
 from rtindex.index import Index
 from rtindex.writer import Overloaded, Writer
 
@@ -250,7 +251,9 @@ class KafkaIngestor:
             try:
                 changes.append(decode(msg.key(), msg.value(), dim))
             except Poison as exc:
-                self._dead_letter(dlq, msg, str(exc))
+                self._dead_letter(dlq, msg.key(), msg.value(), str(exc), {
+                    "rtindex-source-topic": msg.topic(), "rtindex-source-partition": msg.partition(),
+                    "rtindex-source-offset": msg.offset()}, partition=msg.partition(), offset=msg.offset())
         self.stats.consumed += len(messages)
         dead_before = self.stats.dead_letters
         if changes:
@@ -260,16 +263,18 @@ class KafkaIngestor:
         self._record_applied(ends)
 
     def _apply_changes(self, changes: list[Any], dlq: Producer) -> None:
-        dim = self.index.config.dim
-        batch = reduce_batch(changes, dim)
-        self.stats.superseded += batch.superseded
         cfg = self.index.config
-        bad = invalid_rows(batch.upsert_rows, cfg.metric, cfg.traversal_precision == "float16")
-        if any(bad):
-            keep = np.array([b is None for b in bad])
+        batch = reduce_batch(changes, cfg.dim)
+        self.stats.superseded += batch.superseded
+        bad = validation.row_problems(batch.upsert_rows, cfg.metric, cfg.traversal_precision == "float16")
+        if bad:
+            keep = np.ones(len(batch.upsert_ids), bool)
+            keep[list(bad)] = False
             by_id = {int(c.id): c for c in changes}
-            for i in np.flatnonzero(~keep):
-                self._dead_letter_change(dlq, by_id[int(batch.upsert_ids[i])], bad[i])  # type: ignore[arg-type]
+            for i, reason in bad.items():
+                change = by_id[int(batch.upsert_ids[i])]
+                self._dead_letter(dlq, str(change.id).encode(), change.SerializeToString(), reason,
+                                  {"rtindex-source-topic": self.settings.topic}, id=change.id)
             batch.upsert_ids, batch.upsert_rows = batch.upsert_ids[keep], batch.upsert_rows[keep]
             batch.upsert_versions = batch.upsert_versions[keep]
         pending = []
@@ -302,22 +307,13 @@ class KafkaIngestor:
                     raise
                 time.sleep(0.01)
 
-    def _dead_letter(self, dlq: Producer, msg: Any, reason: str) -> None:
-        headers = [
-            ("rtindex-reason", reason.encode()), ("rtindex-source-topic", msg.topic().encode()),
-            ("rtindex-source-partition", str(msg.partition()).encode()),
-            ("rtindex-source-offset", str(msg.offset()).encode()),
-        ]
-        dlq.produce(self.settings.dead_letter_topic, key=msg.key(), value=msg.value(), headers=headers)
+    def _dead_letter(self, dlq: Producer, key: bytes | None, value: bytes | None, reason: str,
+                     source: dict[str, Any], **where: Any) -> None:
+        """Send to ``<topic>.dlq`` with the reason (and where it came from) in headers."""
+        headers = [("rtindex-reason", reason.encode())] + [(k, str(v).encode()) for k, v in source.items()]
+        dlq.produce(self.settings.dead_letter_topic, key=key, value=value, headers=headers)
         self.stats.dead_letters += 1
-        log.warning("dead letter", extra={"reason": reason, "partition": msg.partition(), "offset": msg.offset()})
-
-    def _dead_letter_change(self, dlq: Producer, change: Any, reason: str) -> None:
-        headers = [("rtindex-reason", reason.encode()), ("rtindex-source-topic", self.settings.topic.encode())]
-        dlq.produce(self.settings.dead_letter_topic, key=str(change.id).encode(), value=change.SerializeToString(),
-                    headers=headers)
-        self.stats.dead_letters += 1
-        log.warning("dead letter", extra={"reason": reason, "id": change.id})
+        log.warning("dead letter", extra={"reason": reason, **where})
 
     # ------------------------------------------------------------------ group, lag
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -79,21 +79,18 @@ def as_matrix(vectors: object, dim: int, what: str, rows: int | None = None) -> 
     return out
 
 
-def row_problems(rows: np.ndarray, metric: str, float16: bool) -> list[str | None]:
-    """Per row: why the index would refuse it (the rules of as_matrix, normalized_rows
-    and check_float16_range), or None. For streams, where one bad row must not sink a
-    whole batch."""
-    reasons: list[str | None] = [None] * len(rows)
+def row_problems(rows: np.ndarray, metric: str, float16: bool) -> dict[int, str]:
+    """Rows the index would refuse (the rules of as_matrix, normalized_rows and
+    check_float16_range): row number -> why. Empty when all are fine. For streams,
+    where one bad row must not sink a whole batch."""
     finite = np.isfinite(rows).all(axis=1)
-    for i in np.flatnonzero(~finite):
-        reasons[i] = "embedding contains NaN or infinity"
+    peak = np.abs(np.where(finite[:, None], rows, 0)).max(axis=1) if len(rows) else np.zeros(0)
+    rules = [(~finite, "embedding contains NaN or infinity")]
     if metric == "cosine":
-        for i in np.flatnonzero(finite & (np.abs(rows).max(axis=1) == 0)):
-            reasons[i] = "embedding is all zeros (cosine needs a direction)"
+        rules.append((finite & (peak == 0), "embedding is all zeros (cosine needs a direction)"))
     if float16:
-        for i in np.flatnonzero(finite & (np.abs(rows).max(axis=1) > 65504.0)):
-            reasons[i] = "embedding has values beyond float16 range (|x| > 65504)"
-    return reasons
+        rules.append((finite & (peak > 65504.0), "embedding has values beyond float16 range (|x| > 65504)"))
+    return {int(i): reason for bad, reason in rules for i in np.flatnonzero(bad)}
 
 
 def check_float16_range(vectors: np.ndarray, what: str) -> None:
