@@ -3,40 +3,23 @@ in-flight call finish, then exits 0."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from server_process import clean_env
+from server_process import ServerProcess, clean_env
 
 from rtindex.client import IndexClient, IndexClientError
 
 
-def _start_server(*flags: str) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rtindex.cli", "serve", "--port", "0", "--log-format", "json", *flags],
-        stderr=subprocess.PIPE, text=True, env=clean_env(),
-    )
-    deadline = time.monotonic() + 60
-    assert proc.stderr is not None
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        event = json.loads(line)
-        if event["msg"] == "listening":
-            return proc, int(event["address"].rsplit(":", 1)[1])
-    proc.kill()
-    raise AssertionError(f"server did not start (exit code {proc.poll()})")
-
-
-def test_sigterm_drains_the_call_in_flight_then_exits_zero() -> None:
-    proc, port = _start_server("--dim", "32", "--threads", "1", "--max-k", "1000")
+def test_sigterm_drains_the_call_in_flight_then_exits_zero(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "server.log", "--dim", "32", "--threads", "1", "--max-k", "1000")
+    proc, port = server.proc, server.port
     try:
         rng = np.random.default_rng(0)
         with IndexClient(f"127.0.0.1:{port}", timeout=60) as client:
