@@ -14,7 +14,6 @@ A ``rtindex serve`` process consumes the topic (real broker from scripts/kafka.s
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import serving
 
 from rtindex import datasets
 from rtindex.client import IndexClient
@@ -37,19 +37,8 @@ def table(header: list[str], rows: list[list[object]]) -> str:
 
 
 def start_server(bootstrap: str, topic: str, dim: int) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rtindex.cli", "serve", "--port", "0", "--dim", str(dim), "--metric", "ip",
-         "--kafka-bootstrap", bootstrap, "--kafka-topic", topic, "--kafka-group", f"bench-{topic}",
-         "--kafka-ready-lag", "0", "--log-format", "json"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        event = json.loads(line)
-        if event["msg"] == "listening":
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()  # type: ignore[union-attr]
-            return proc, int(event["address"].rsplit(":", 1)[1])
-    raise RuntimeError(f"server exited with {proc.wait()}")
+    return serving.start_server("--dim", str(dim), "--metric", "ip", "--kafka-bootstrap", bootstrap,
+                                "--kafka-topic", topic, "--kafka-group", f"bench-{topic}", "--kafka-ready-lag", "0")
 
 
 def wait_consumed(client: IndexClient, n: int, timeout: float = 600) -> tuple[float, float]:

@@ -16,14 +16,13 @@ against in-process.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
-import os
 import subprocess
 import sys
 import time
 
 import numpy as np
+import serving
 from report import table, write_report
 
 from rtindex import Index, datasets
@@ -31,17 +30,8 @@ from rtindex.client import IndexClient
 
 
 def start_server(dim: int, threads: int) -> tuple[subprocess.Popen, int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rtindex.cli", "serve", "--port", "0", "--dim", str(dim), "--metric", "ip",
-         "--threads", str(threads), "--log-format", "json", "--max-write-ids", "1000000", "--grpc-threads", "16"],
-        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        event = json.loads(line)
-        if event["msg"] == "listening":
-            return proc, int(event["address"].rsplit(":", 1)[1])
-    raise RuntimeError(f"server exited with {proc.wait()}")
+    return serving.start_server("--dim", str(dim), "--metric", "ip", "--threads", str(threads),
+                                "--max-write-ids", "1000000", "--grpc-threads", "16")
 
 
 def timed_searches(search, queries: np.ndarray, batch: int, seconds: float, seed: int) -> np.ndarray:  # type: ignore[no-untyped-def]

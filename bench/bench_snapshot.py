@@ -22,7 +22,6 @@ import argparse
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import serving
 from report import table, write_report
 
 from rtindex import Index, datasets
@@ -67,13 +67,10 @@ def latencies_during(index: Index, queries: np.ndarray, ef: int, work: object) -
 
 
 def restore_to_serving(data_dir: Path) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RTINDEX_")}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "rtindex.cli", "serve", "--port", "50917", "--data-dir",
-                             str(data_dir), "--snapshot-interval-s", "0", "--log-level", "warning"],
-                            env=env, stderr=subprocess.DEVNULL)
+    proc, port = serving.start_server("--data-dir", str(data_dir), "--snapshot-interval-s", "0")
     try:
-        with IndexClient("127.0.0.1:50917", timeout=5) as client:
+        with IndexClient(f"127.0.0.1:{port}", timeout=5) as client:
             client.wait_until_serving(timeout=900)
             return time.perf_counter() - t0
     finally:
