@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 from rtindex import logs, settings
 from rtindex.demo import DemoOptions, run_demo
@@ -90,33 +92,35 @@ def _produce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _snapshot(args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _byte_progress(desc: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar in bytes; yields the (done, total) callback the snapshot calls take."""
     from tqdm import tqdm
 
+    with tqdm(total=0, unit="B", unit_scale=True, desc=desc) as bar:
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        yield progress
+
+
+def _snapshot(args: argparse.Namespace) -> int:
     from rtindex.client import IndexClient, IndexClientError
 
-    bar = tqdm(total=0, unit="B", unit_scale=True, desc=f"snapshot {args.target}")
-
-    def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-
     try:
-        with IndexClient(args.target, timeout=args.timeout) as client:
+        with _byte_progress(f"snapshot {args.target}") as progress, \
+                IndexClient(args.target, timeout=args.timeout) as client:
             info = client.snapshot(progress, timeout=args.timeout)
     except IndexClientError as exc:
-        bar.close()
         print(f"rtindex snapshot: {args.target}: {exc}", file=sys.stderr)
         return 1
-    bar.close()
     print(json.dumps(info, indent=2, sort_keys=True))
     return 0
 
 
 def _restore(args: argparse.Namespace) -> int:
     """List the snapshots of a data directory, verify them, load one and describe it."""
-    from tqdm import tqdm
-
     from rtindex.index import Index
     from rtindex.snapshots.store import SnapshotError, SnapshotStore
 
@@ -135,19 +139,12 @@ def _restore(args: argparse.Namespace) -> int:
             print(f"snapshot {seq:6d}  UNUSABLE: {exc}")
     candidates = [args.seq] if args.seq else list(reversed(seqs))
     for seq in candidates:
-        bar = tqdm(total=0, unit="B", unit_scale=True, desc=f"verify {seq}")
-
-        def progress(done: int, total: int, bar: tqdm = bar) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
         try:
-            state, _ = store.load(seq, progress)
+            with _byte_progress(f"verify {seq}") as progress:
+                state, _ = store.load(seq, progress)
         except SnapshotError as exc:
-            bar.close()
             print(f"snapshot {seq}: {exc}", file=sys.stderr)
             continue
-        bar.close()
         t0 = time.perf_counter()
         index = Index.from_state(state)
         stats = index.stats()

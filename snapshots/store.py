@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rocksdict import AccessType, DBCompressionType, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import AccessType, DBCompressionType, Options, Rdict, WriteOptions
 
 from rtindex.index import IndexState
 
@@ -165,9 +165,7 @@ class SnapshotStore:
                 for i, start in enumerate(range(0, len(data), CHUNK_BYTES)):
                     piece = bytes(data[start : start + CHUNK_BYTES])
                     chunks.append(_crc(piece))
-                    batch = WriteBatch(raw_mode=True)
-                    batch.put(f"a/{name}/{i:08d}".encode(), piece)
-                    db.write(batch)
+                    db[f"a/{name}/{i:08d}".encode()] = piece
                     done += len(piece)
                     if progress is not None:
                         progress(done, total)
