@@ -397,6 +397,12 @@ class Index:
             versions[found] = t.item_versions[slots[found]]
         return GetResult(found=found, vectors=vectors, versions=versions)
 
+    @property
+    def writes_applied(self) -> int:
+        """Inserts, refreshes and deletes applied so far (cheap: no lock, no stats)."""
+        c = self._engine.counters
+        return c.inserted + c.refreshed + c.deleted
+
     def __len__(self) -> int:
         return self._ids.count
 

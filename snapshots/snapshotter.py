@@ -39,11 +39,7 @@ class Snapshotter:
         self._stop = threading.Event()
         self._scheduler = threading.Thread(target=self._schedule, name="rtindex-snapshot-timer", daemon=True)
         self._last_at = time.monotonic()
-        self._last_ops = self._ops()
-
-    def _ops(self) -> int:
-        s = self.index.stats()
-        return s["inserted"] + s["refreshed"] + s["deleted"]
+        self._last_ops = self.index.writes_applied
 
     # ------------------------------------------------------------------ taking one
     def request(self, progress: Progress | None = None) -> Future[SnapshotInfo]:
@@ -54,7 +50,7 @@ class Snapshotter:
         return self.request(progress).result()
 
     def _take(self, progress: Progress | None) -> SnapshotInfo:
-        ops = self._ops()
+        ops = self.index.writes_applied
         try:
             info = self._writer.write(self.store, self.index, self.capture_with, progress)
         except Exception:
@@ -76,7 +72,7 @@ class Snapshotter:
     def _schedule(self) -> None:
         while not self._stop.wait(0.5):
             due_time = self.interval > 0 and time.monotonic() - self._last_at >= self.interval
-            due_ops = self.every_ops > 0 and self._ops() - self._last_ops >= self.every_ops
+            due_ops = self.every_ops > 0 and self.index.writes_applied - self._last_ops >= self.every_ops
             if due_time or due_ops:
                 with contextlib.suppress(Exception):  # logged in _take; the next period retries
                     self.take()
