@@ -1,6 +1,6 @@
 """Loaders for the real datasets in ``../shared/datasets`` (texmex .fvecs/.ivecs and
 MNIST IDX), verified against SHA256SUMS.json, plus the seeded synthetic set used by the
-benchmarks. Set RTINDEX_DATASETS to point elsewhere."""
+benchmarks. Set RTINDEX_DATASETS to point elsewhere (see ``datasets_dir``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import json
 import os
+import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -17,9 +18,30 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@cache
 def datasets_dir() -> Path:
+    """RTINDEX_DATASETS, else ``../shared/datasets`` beside this checkout, else beside
+    the local repository it was cloned from (a scratch clone, e.g. in a temp folder)."""
     env = os.environ.get("RTINDEX_DATASETS")
-    return Path(env) if env else REPO_ROOT.parent / "shared" / "datasets"
+    if env:
+        return Path(env)
+    beside = REPO_ROOT.parent / "shared" / "datasets"
+    if not beside.is_dir():
+        origin = _local_origin(REPO_ROOT)
+        if origin is not None and (origin.parent / "shared" / "datasets").is_dir():
+            return origin.parent / "shared" / "datasets"
+    return beside
+
+
+def _local_origin(repo: Path) -> Path | None:
+    """The folder ``repo`` was cloned from, when its origin is a local path."""
+    try:
+        url = subprocess.run(["git", "-C", str(repo), "config", "--get", "remote.origin.url"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    path = Path(url.removeprefix("file://")) if url and "://" not in url.removeprefix("file://") else None
+    return path.resolve() if path is not None and path.is_dir() else None
 
 
 @dataclass(frozen=True)
