@@ -75,7 +75,9 @@ def beam_search_layer(tables, query, mode, level, ef, live_only, entry_nodes, en
     vectors = tables.vectors
     halves = tables.vectors16
     links = adjacency(tables, level)
-    n_nodes = visited.shape[0]
+    # links may name nodes past these tables' rows (added after a growth this search
+    # does not see): they are skipped
+    n_nodes = min(visited.shape[0], node_state.shape[0])
     dim = query.shape[0]
     metric = mode.metric
     direct_rows = mode.direct_rows

@@ -12,13 +12,15 @@ from numba import njit
 
 @njit(nogil=True, cache=True)
 def upper_row_index(tables, node, level):
-    """Row of ``node`` in ``upper_links`` for ``level`` >= 1, or -1 if it has none."""
+    """Row of ``node`` in ``upper_links`` for ``level`` >= 1, or -1 if it has none
+    (or if it lies past these tables' rows: written after a growth a reader does not see)."""
+    rows = tables.upper_next.shape[0]
     row = tables.node_upper[node]
     for _ in range(level - 1):
-        if row < 0:
+        if row < 0 or row >= rows:
             return -1
         row = tables.upper_next[row]
-    return row
+    return row if row < rows else -1
 
 
 @njit(nogil=True, cache=True)
