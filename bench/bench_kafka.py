@@ -65,8 +65,11 @@ def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float
     One thread looks for all pending probes at once (one batched search every 2 ms, or
     as long as the last search took: its load on the server stays under half a core
     when probes pile up), so a probe is timed when it first comes back, whatever the
-    others do. Producer times are stamped after the pacing wait, when sent."""
+    others do. Producer times are stamped after the pacing wait, when sent.
+    Returns the figures and the rows sent (item first_id + i is row i)."""
     data = datasets.clustered(int(rate * seconds) + 10, dim, seed=seed)
+    with IndexClient(target) as client:
+        reduced_before = client.stats()["nodes_reduced_ef"]
     pending: dict[int, tuple[np.ndarray, float]] = {}
     lock = threading.Lock()
     latencies: list[float] = []
@@ -112,8 +115,9 @@ def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float
     done.set()
     thread.join()
     lat = np.array(latencies) * 1e3
-    return {
+    return data[: producer.sent], {
         "sent": producer.sent, "achieved_rate": achieved, "probes": len(lat), "lost": len(lost),
+        "reduced": (stats["nodes_reduced_ef"] - reduced_before) / producer.sent,
         "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
         "server_p50": stats["kafka_apply_latency_p50_ms"], "server_p99": stats["kafka_apply_latency_p99_ms"],
         "lag_end": stats["kafka_lag_total"],
@@ -134,7 +138,8 @@ def main() -> None:
     ensure_topic(args.bootstrap, topic, 4)
     # the backlog is produced before the server starts: its catch-up time gives the
     # highest sustained ingest rate (the lag only shrinks while it drains)
-    base = datasets.clustered(args.n, args.dim, seed=0)
+    base = datasets.clustered(args.n + 1000, args.dim, seed=0)
+    base, queries = base[: args.n], base[args.n :]  # held out: recall at the end
     producer = CatalogProducer(args.bootstrap, topic)
     for i, row in enumerate(base):
         producer.send(*encode(UPSERT, i, 1, row))
@@ -148,15 +153,22 @@ def main() -> None:
         rows = []
         next_id = args.n
         consumed = args.n
+        ingested = [base]
         for rate in (int(r) for r in args.rates.split(",")):
-            result = freshness(args.bootstrap, topic, target, rate, args.seconds, next_id, args.dim, seed=rate)
+            sent_rows, result = freshness(args.bootstrap, topic, target, rate, args.seconds, next_id, args.dim,
+                                          seed=rate)
+            ingested.append(sent_rows)
             next_id += result["sent"]
             consumed += result["sent"]
             with IndexClient(target) as client:
                 wait_consumed(client, consumed, 120)
             rows.append([rate, f"{result['achieved_rate']:,.0f}", result["probes"], result["lost"], f"{result['p50']:.1f}",
                          f"{result['p99']:.1f}", f"{result['server_p50']:.1f}", f"{result['server_p99']:.1f}",
-                         int(result["lag_end"])])
+                         int(result["lag_end"]), f"{100 * result['reduced']:.0f}%"])
+        everything = np.concatenate(ingested)
+        truth = datasets.exact_knn(everything, queries, 10, "ip")
+        with IndexClient(target, timeout=60) as client:
+            recall = {ef: datasets.recall_at_k(client.search(queries, k=10, ef=ef).ids, truth, 10) for ef in (32, 64)}
         text = "\n".join([
             f"# rtindex Kafka freshness benchmark ({time.strftime('%Y-%m-%d %H:%M')})\n",
             f"Server process consuming a 4-partition topic on a local single-node broker; {args.n:,} x {args.dim} "
@@ -167,7 +179,12 @@ def main() -> None:
             f"**{drain_rate:,.0f} upserts/s**; {apply_s:.1f} s from the first change applied: "
             f"**{args.n / apply_s:,.0f} upserts/s** sustained.\n",
             table(["target rate /s", "achieved /s", "probes", "not found in 30 s", "probe p50 ms", "probe p99 ms",
-                   "server produce->applied p50 ms", "p99 ms", "lag at end"], rows),
+                   "server produce->applied p50 ms", "p99 ms", "lag at end", "narrower beam"], rows),
+            "",
+            f"Recall@10 of the final index ({len(everything):,} items; 1,000 held-out queries from the preload's "
+            f"distribution, exact inner-product top-10): ef=32 {recall[32]:.4f}, ef=64 {recall[64]:.4f}. "
+            "\"narrower beam\": share of the phase's upserts the writer linked with a beam narrower than "
+            "ef_construction (down to ef_construction_min) to stay within its freshness budget (rtindex/writer.py).",
             "",
         ])
         print(text)

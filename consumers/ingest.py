@@ -280,7 +280,10 @@ class KafkaIngestor:
         pending = []
         if len(batch.upsert_ids):
             ids, rows, versions = self.index.prepare_upsert(batch.upsert_ids, batch.upsert_rows, batch.upsert_versions)
-            pending.append(self._submit(lambda: self.writer.upsert(ids, rows, versions)))
+            # a freshness deadline once serving (the writer narrows the insert beam when
+            # behind it); catching up at start-up, nobody reads yet: full quality
+            since = float(batch.produced_at.min()) if self.ready.is_set() else None
+            pending.append(self._submit(lambda: self.writer.upsert(ids, rows, versions, since)))
         if len(batch.delete_ids):
             pending.append(self._submit(lambda: self.writer.delete(batch.delete_ids, batch.delete_versions)))
         for future in pending:

@@ -56,6 +56,7 @@ def plan_links(tables, nodes, start, stop, params, mode, greedy_widths, scratch,
                 entry_nodes, entry_scores, n_entries, scratch, counters,
             )
             n_res = heap_drain_descending(scratch.res_key, scratch.res_val, n_res, entry_scores, entry_nodes)
+            n_res = _without(node, entry_nodes, entry_scores, n_res)  # a node re-linked finds itself
             if n_res == 0:
                 break
             n_sel = select_neighbors(
@@ -67,6 +68,26 @@ def plan_links(tables, nodes, start, stop, params, mode, greedy_widths, scratch,
                 plan[base + level, 1 + i] = selected[i]
             # the next layer starts from the closest node found here (as hnswlib does)
             n_entries = 1
+
+
+@njit(nogil=True, cache=True)
+def _without(node, nodes, scores, n):
+    """Remove ``node`` from the first n entries (order kept); returns the new count."""
+    kept = 0
+    for i in range(n):
+        if nodes[i] != node:
+            nodes[kept] = nodes[i]
+            scores[kept] = scores[i]
+            kept += 1
+    return kept
+
+
+@njit(nogil=True, cache=True)
+def _in_row(links, row, degree, node):
+    for i in range(degree):  # noqa: SIM110 (a generator in any() is slow in numba)
+        if links[row, 1 + i] == node:
+            return True
+    return False
 
 
 @njit(nogil=True, cache=True)
@@ -156,7 +177,14 @@ def add_reverse_links(tables, targets, sources, levels, group_starts, g_start, g
             continue
         links = adjacency(tables, level)
         degree = degree_of(links, row)
-        n_in = hi - lo
+        # sources already in the row (a re-linked node may be an old neighbor) are not added twice
+        n_in = 0
+        for i in range(lo, hi):
+            if not _in_row(links, row, degree, sources[i]):
+                sources[lo + n_in] = sources[i]
+                n_in += 1
+        if n_in == 0:
+            continue
         if degree + n_in <= cap:
             for i in range(n_in):
                 links[row, 1 + degree + i] = sources[lo + i]

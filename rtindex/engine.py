@@ -30,6 +30,7 @@ class Counters:
     repaired_rows: int = 0
     adopted: int = 0
     relinked: int = 0
+    reduced_ef_linked: int = 0  # nodes inserted with a beam narrower than ef_construction
 
 
 @dataclass
@@ -74,21 +75,22 @@ class Engine:
     def create(cls, config: IndexConfig) -> Engine:
         scratch = ScratchPool(config.max_degree0, max_idle=4 * config.worker_threads + 4)
         code = metric_code(config.metric)
+        params = BuildParams(
+            metric=code,
+            M=config.M,
+            max_degree0=config.max_degree0,
+            ef_construction=config.ef_construction,
+            prune_alpha=float(config.prune_alpha),
+            fill=bool(config.fill_pruned),
+            repair_alpha=float(config.repair_alpha),
+            repair_widen=int(config.repair_widen),
+        )
         return cls(
             config=config,
             store=GraphStore(config.dim, config.M, config.initial_capacity, config.traversal_precision == "float16"),
             workers=Workers(config.worker_threads, scratch),
             epochs=ReaderEpochs(),
-            params=BuildParams(
-                metric=code,
-                M=config.M,
-                max_degree0=config.max_degree0,
-                ef_construction=config.ef_construction,
-                prune_alpha=float(config.prune_alpha),
-                fill=bool(config.fill_pruned),
-                repair_alpha=float(config.repair_alpha),
-                repair_widen=int(config.repair_widen),
-            ),
+            params=params,
             search_mode=SearchMode(metric=code, direct_rows=True, half=config.traversal_precision == "float16"),
             build_mode=SearchMode(metric=code, direct_rows=True, half=False),
             greedy_widths=np.zeros(config.max_level + 1, np.int32),

@@ -175,7 +175,8 @@ class Index:
         ids = validation.as_ids(ids, "delete")
         return ids, validation.as_versions(versions, len(ids), "delete")
 
-    def upsert(self, ids: object, vectors: object, versions: object | None = None) -> UpsertResult:
+    def upsert(self, ids: object, vectors: object, versions: object | None = None, *,
+               ef_construction: int | None = None) -> UpsertResult:
         """Insert new ids; replace the embedding of existing ones (refresh).
 
         ids: int64[n] distinct, >= 0. vectors: float32[n, dim], finite. versions: optional
@@ -183,9 +184,15 @@ class Index:
         (replays are harmless). Unversioned writes always apply. The batch is validated
         as a whole; a rejected batch changes nothing. Returns once every applied item is
         searchable.
+
+        ef_construction: beam width for this batch only, at most the index's (default
+        it): a narrower beam links sooner at some cost in graph quality — the server's
+        writer narrows it when it is behind its freshness budget (rtindex/writer.py
+        has the measurements).
         """
         ids, rows, versions = self.prepare_upsert(ids, vectors, versions)
         cfg = self.config
+        ef = validation.as_ef_construction(ef_construction, cfg.ef_construction)
         engine = self._engine
         store = engine.store
         with self._write_lock:
@@ -235,7 +242,11 @@ class Index:
             t.item_first_node[new_items] = nodes[: len(new)]
             t.item_state[new_items] = ITEM_LIVE
 
-            link_new_nodes(engine, nodes)
+            if ef < cfg.ef_construction:
+                link_new_nodes(engine, nodes, engine.params._replace(ef_construction=ef))
+                engine.counters.reduced_ef_linked += n
+            else:
+                link_new_nodes(engine, nodes)
 
             if len(refresh):
                 # the new node is linked; now retire the old one (a search in between
@@ -449,6 +460,7 @@ class Index:
                 repaired_rows=engine.counters.repaired_rows,
                 orphans_adopted=engine.counters.adopted,
                 nodes_relinked=engine.counters.relinked,
+                nodes_reduced_ef=engine.counters.reduced_ef_linked,
                 active_searches=engine.epochs.active_readers,
                 device=self.device,
             )

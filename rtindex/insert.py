@@ -12,7 +12,7 @@ import numpy as np
 
 from rtindex.engine import Engine
 from rtindex.kernels.insert import add_reverse_links, collect_reverse_edges, plan_links, write_forward_links
-from rtindex.kernels.layout import Scratch
+from rtindex.kernels.layout import BuildParams, Scratch
 
 
 def draw_levels(rng: np.random.Generator, n: int, multiplier: float, max_level: int) -> np.ndarray:
@@ -21,9 +21,10 @@ def draw_levels(rng: np.random.Generator, n: int, multiplier: float, max_level: 
     return np.minimum(levels, max_level).astype(np.int32)
 
 
-def link_new_nodes(engine: Engine, nodes: np.ndarray) -> None:
+def link_new_nodes(engine: Engine, nodes: np.ndarray, params: BuildParams | None = None) -> None:
     """Insert ``nodes`` into the graph; on return every one is reachable by searches and
-    counted in ``engine.live_nodes``."""
+    counted in ``engine.live_nodes``. params: default ``engine.params`` (e.g.
+    ``engine.fast_params``: a smaller ef_construction)."""
     cfg = engine.config
     done = 0
     while done < len(nodes):
@@ -33,15 +34,16 @@ def link_new_nodes(engine: Engine, nodes: np.ndarray) -> None:
         done += len(batch)
         rest = _seed_empty_subgraphs(engine, batch)
         if len(rest):
-            _insert_sub_batch(engine, rest)
+            _insert_sub_batch(engine, rest, params or engine.params)
         engine.live_nodes += len(batch)
 
 
 def relink_nodes(engine: Engine, nodes: np.ndarray) -> None:
     """Insert already-linked live nodes again (new rows chosen by a fresh search), for
-    nodes that lost all their neighbors."""
+    nodes that lost all their neighbors. Their old in-links stay; no link is added
+    twice."""
     for lo in range(0, len(nodes), engine.config.max_insert_batch):
-        _insert_sub_batch(engine, nodes[lo : lo + engine.config.max_insert_batch])
+        _insert_sub_batch(engine, nodes[lo : lo + engine.config.max_insert_batch], engine.params)
 
 
 def _seed_empty_subgraphs(engine: Engine, batch: np.ndarray) -> np.ndarray:
@@ -58,7 +60,7 @@ def _seed_empty_subgraphs(engine: Engine, batch: np.ndarray) -> np.ndarray:
     return batch[~np.isin(batch, seeds)]
 
 
-def _insert_sub_batch(engine: Engine, batch: np.ndarray) -> None:
+def _insert_sub_batch(engine: Engine, batch: np.ndarray, params: BuildParams) -> None:
     cfg = engine.config
     t = engine.store.tables
     levels = t.node_level[batch]
@@ -70,11 +72,11 @@ def _insert_sub_batch(engine: Engine, batch: np.ndarray) -> None:
     def plan_chunk(lo: int, hi: int, scratch: Scratch) -> None:
         counters = np.zeros(2, np.int64)
         plan_links(
-            t, batch, lo, hi, engine.params, engine.build_mode, engine.greedy_widths, scratch, plan, plan_offsets,
+            t, batch, lo, hi, params, engine.build_mode, engine.greedy_widths, scratch, plan, plan_offsets,
             counters,
         )
 
-    engine.workers.run(len(batch), plan_chunk, capacity, cfg.ef_construction, min_chunk=2)
+    engine.workers.run(len(batch), plan_chunk, capacity, params.ef_construction, min_chunk=2)
     write_forward_links(t, batch, plan, plan_offsets)
     targets, sources, edge_levels, group_starts = collect_reverse_edges(t, batch, plan, plan_offsets, capacity)
     engine.note_links(batch)  # the GPU mirror's dirty rows (no-op on the CPU)

@@ -235,7 +235,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         w = self.writer.stats
         counters.update(
             write_queue_depth=self.writer.queue_depth, write_batches=w.batches, write_requests=w.requests,
-            write_ids=w.ids, write_apply_seconds=w.apply_seconds,
+            write_ids=w.ids, write_apply_seconds=w.apply_seconds, write_reduced_ef_batches=w.reduced_ef_batches,
         )
         for source in self.extra_counters:
             counters.update(source())
@@ -276,7 +276,9 @@ class IndexServer:
                                                dim=config.dim)
                 index = self.restored.index if self.restored else None
         self.index = index if index is not None else Index.from_config(config.index_config())
-        self.writer = Writer(self.index, config.write_queue, config.write_batch)
+        self.writer = Writer(self.index, config.write_queue, config.write_batch,
+                             freshness_budget_s=config.freshness_budget_ms / 1000,
+                             ef_construction_min=config.ef_construction_min)
         self.health = health.HealthServicer()
         self.servicer = IndexServicer(self.index, self.writer, config)
         self.servicer.scorer = load_scorer(config.scorer, self.index.config.dim)

@@ -52,6 +52,16 @@ def as_versions(versions: object | None, n: int, what: str) -> np.ndarray | None
     return np.ascontiguousarray(arr.astype(np.int64))
 
 
+def as_ef_construction(ef: object | None, index_ef: int) -> int:
+    """A per-batch insert beam width: 1..the index's ef_construction (None = that)."""
+    if ef is None:
+        return index_ef
+    if isinstance(ef, bool) or not isinstance(ef, (int, np.integer)) or not 1 <= ef <= index_ef:
+        raise ValueError(f"upsert: ef_construction must be an integer in [1, {index_ef}] (the index's "
+                         f"ef_construction), got {ef!r}")
+    return int(ef)
+
+
 def as_matrix(vectors: object, dim: int, what: str, rows: int | None = None) -> np.ndarray:
     """float32[n, dim], finite. A single vector of length dim is accepted as one row."""
     arr = np.asarray(vectors)

@@ -66,6 +66,14 @@ def test_bad_upsert_is_rejected_and_changes_nothing(index: Index, case: str, mak
     assert _fingerprint(index) == before
 
 
+@pytest.mark.parametrize("beam", [0, -3, 10_000, 2.5, "64", True])
+def test_bad_insert_beam_is_rejected_and_changes_nothing(index: Index, beam: object) -> None:
+    before = _fingerprint(index)
+    with pytest.raises(ValueError, match=r"ef_construction must be an integer in \[1, "):
+        index.upsert([200, 201], _good(), ef_construction=beam)
+    assert _fingerprint(index) == before
+
+
 def test_bad_versions_are_rejected(index: Index) -> None:
     before = _fingerprint(index)
     with pytest.raises(ValueError, match="one per id"):

@@ -41,3 +41,43 @@ def test_scratch_sets_sized_for_smaller_tables_are_never_handed_out() -> None:
         s = pool.acquire(node_capacity=1000, beam=16)
         assert s.visited.shape[0] >= 1000
         pool.release(s)
+
+
+def test_a_search_on_tables_published_before_growth_reads_only_inside_them() -> None:
+    """Growth republishes longer views of the same memory, so rows a search already
+    holds gain links to nodes past its views' end: they must be skipped, never read
+    (the bounds-checked CI pass raises on any read past a view)."""
+    rng = np.random.default_rng(3)
+    index = Index(dim=16, metric="l2", M=8, ef_construction=64, initial_capacity=256)
+    first = rng.standard_normal((200, 16)).astype(np.float32)
+    index.upsert(np.arange(200), first)
+    engine = index._engine
+    stale = engine.store.tables  # what a search that started now would hold
+    crowd = first[:50].repeat(40, axis=0) + 0.01 * rng.standard_normal((2000, 16)).astype(np.float32)
+    index.upsert(np.arange(200, 2200), crowd)  # grows the tables ~10x, links old rows to new nodes
+    current = engine.store.tables
+    assert current.node_state.shape[0] > 4 * stale.node_state.shape[0]
+    old_rows = stale.links0[:200]
+    assert (old_rows[:, 1:] >= stale.node_state.shape[0]).any(), "no old row links past the old view"
+    engine.store.tables = stale
+    try:
+        res = index.search(crowd[:100], k=5, ef=64)
+    finally:
+        engine.store.tables = current
+    # only nodes inside the old views (ids were given in slot order, nothing deleted)
+    assert ((res.ids >= 0) & (res.ids < stale.node_state.shape[0])).all()
+
+
+def test_relinking_live_nodes_adds_no_self_links_or_duplicate_neighbors() -> None:
+    from rtindex.insert import relink_nodes
+
+    rng = np.random.default_rng(4)
+    index = Index(dim=16, metric="ip", M=8, ef_construction=64)
+    index.upsert(np.arange(3000), rng.standard_normal((3000, 16)).astype(np.float32))
+    engine = index._engine
+    relink_nodes(engine, np.arange(0, 3000, 3, dtype=np.int32))  # as consolidation does for isolated nodes
+    t = engine.store.tables
+    for u in range(3000):
+        row = t.links0[u, 1 : 1 + t.links0[u, 0]]
+        assert u not in row, f"node {u} links to itself"
+        assert len(set(row.tolist())) == len(row), f"node {u} has a neighbor twice: {row}"
