@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from rtindex import tensors, validation
+from rtindex.gcwatch import GcPauses
 from rtindex.index import Index
 from rtindex.settings import ServerConfig
 from rtindex.snapshots.restore import Restored, kafka_start_offsets, restore_newest
@@ -282,6 +283,8 @@ class IndexServer:
         self.health = health.HealthServicer()
         self.servicer = IndexServicer(self.index, self.writer, config)
         self.servicer.scorer = load_scorer(config.scorer, self.index.config.dim)
+        self.gc_pauses = GcPauses().install()
+        self.servicer.extra_counters.append(self.gc_pauses.counters)
         limit = config.max_message_mb * 1024 * 1024
         self.grpc_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.grpc_threads, thread_name_prefix="rtindex-rpc"),
@@ -364,6 +367,7 @@ class IndexServer:
             self.snapshotter.close(final=True)  # a clean restart needs no replay
         if self.store is not None:
             self.store.unlock()
+        self.gc_pauses.uninstall()
         log.info("stopped", extra={"items": len(self.index)})
 
     def run_until_signal(self) -> None:

@@ -59,6 +59,8 @@ class ServerConfig:
     freshness_budget_ms: float = _opt(20.0, "an upsert batch that would become searchable later than this after its "
                                       "oldest change was made is linked with a narrower beam, down to "
                                       "ef_construction_min (0 = always the full ef_construction)")
+    gil_switch_ms: float = _opt(0.5, "how long a Python thread runs before one waiting for the GIL gets it "
+                                "(sys.setswitchinterval; Python's default is 5)")
     grace_seconds: float = _opt(15.0, "on SIGTERM, how long in-flight calls may take to finish")
     # Kafka ingestion (off unless kafka_bootstrap is set)
     kafka_bootstrap: str = _opt("", "Kafka bootstrap servers host:port; when set, the server consumes kafka_topic")
@@ -95,6 +97,8 @@ class ServerConfig:
             problems.append(f"ef_construction_min must be >= 1, got {self.ef_construction_min}")
         if self.freshness_budget_ms < 0:
             problems.append(f"freshness_budget_ms must be >= 0, got {self.freshness_budget_ms}")
+        if self.gil_switch_ms <= 0:
+            problems.append(f"gil_switch_ms must be > 0, got {self.gil_switch_ms}")
         if self.grace_seconds < 0:
             problems.append(f"grace_seconds must be >= 0, got {self.grace_seconds}")
         if self.log_level not in ("debug", "info", "warning", "error"):

@@ -9,20 +9,23 @@ once it is searchable. A full queue refuses new writes (``Overloaded``) instead 
 growing without bound.
 
 Freshness under load: an upsert batch from a live stream (the Kafka consumer once it
-serves; gRPC writes and the start-up catch-up have no deadline) must become
-searchable within ``freshness_budget_s`` of its oldest change (its age now plus its
-predicted apply time). When the full ef_construction would not make it, the batch is linked with the
-widest beam that fits the remaining budget, down to ``ef_construction_min`` (a cost
-model: per id, a share ``FIXED_COST_SHARE`` of the full-beam cost does not depend on
-the beam, the rest is proportional to it; the full-beam cost is re-estimated from
-every batch). Measured on 100k x 128 (M=16): 0.10 ms per insert at ef 64 vs 0.14-0.2
-at 200. A narrow beam is a lasting trade in graph quality, and the graph's first
-nodes matter most — so it is not used while the index holds fewer than
-``reduced_ef_min_items`` items (140k x 128, recall@10 at ef=64 / share of items not
-among the 10 results for their own vector: all at 200: 0.977 / 0.07%; 20k at 200 then
-120k at 64: 0.975 / 0.19%; 5k then 64: 0.966 / 0.95%; all at 64: 0.958 / 1.4%).
-Overload sustained for long (or a whole new region of the space streamed in under
-it) drifts toward the last figures; ``freshness_budget_s=0`` keeps the full beam.
+serves; gRPC writes and the start-up catch-up have no deadline) should be searchable
+within ``freshness_budget_s`` of its oldest change. If its age plus its predicted
+apply time at the full ef_construction exceeds that, it is linked with the widest beam
+that fits the time left, down to ``ef_construction_min``; a batch whose full-beam
+apply takes under ``SMALL_BATCH_SHARE`` of the budget keeps the full beam (its delay
+is transit, a narrower beam would gain nothing). Cost model: per id, the share
+``FIXED_COST_SHARE`` of the full-beam cost does not depend on the beam, the rest is
+proportional to it; the full-beam cost is re-estimated from every batch. Measured on
+100k x 128 (M=16): 0.10 ms per insert at ef 64 vs 0.14-0.2 at 200.
+
+A narrow beam is a lasting trade in graph quality, and the graph's first nodes matter
+most, so it is not used while the index holds fewer than ``reduced_ef_min_items``
+items. 140k x 128, recall@10 at ef=64 / share of items not among the 10 results for
+their own vector: all at 200: 0.977 / 0.07%; 20k at 200 then 120k at 64 (1% batches):
+0.975 / 0.19%; 5k then 64: 0.966 / 0.95%; all at 64: 0.958 / 1.4%. Overload sustained
+for long (or a new region of the space streamed in under it) drifts toward the last
+figures; ``freshness_budget_s=0`` keeps the full beam.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ class WriterStats:
 
 _STOP = object()
 FIXED_COST_SHARE = 0.4  # of an insert's cost at the full beam, the part that does not shrink with the beam
+SMALL_BATCH_SHARE = 0.25  # a batch whose full-beam apply takes less than this share of the budget keeps the full beam
 
 
 class Writer:
@@ -166,8 +170,8 @@ class Writer:
             return full
         need = n * self._cost_seconds / self._cost_ids
         remaining = self.freshness_budget_s - (time.time() - since)
-        if need <= remaining:
-            return full
+        if need <= remaining or need <= SMALL_BATCH_SHARE * self.freshness_budget_s:
+            return full  # fits; or too small to be what makes it late (transit is)
         affordable = max(0.0, remaining) / need  # share of the full-beam cost
         beam = full * (affordable - FIXED_COST_SHARE) / (1 - FIXED_COST_SHARE)
         return int(min(full, max(self.ef_construction_min, beam)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -69,6 +70,9 @@ def test_every_rpc_round_trips(server: IndexServer, client: IndexClient) -> None
     stats = client.stats()
     assert stats["items"] == 298 and stats["dim"] == DIM and stats["metric"] == "l2"
     assert stats["server_rpc_Upsert_ok"] >= 3 and stats["write_batches"] >= 1
+    gc.collect()  # a full collection is timed and counted
+    stats = client.stats()
+    assert stats["python_gc2_collections"] >= 1 and stats["python_gc2_pause_max_ms"] > 0
 
 
 def test_health_goes_serving_and_reflection_lists_the_service() -> None:
