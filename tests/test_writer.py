@@ -87,3 +87,14 @@ def test_streaming_with_a_narrow_beam_keeps_recall_on_glove() -> None:
         recalls[beam] = datasets.recall_at_k(index.search(queries, k=10, ef=64).ids, truth, 10)
         assert index.stats()["nodes_reduced_ef"] == (0 if beam == 200 else len(base) - 3000)
     assert recalls[64] >= recalls[200] - 0.01, recalls
+
+
+def test_a_tiny_late_batch_keeps_the_full_beam(index: Index) -> None:
+    """Its delay is transit, not the writer: a narrower beam would gain nothing."""
+    writer = Writer(index, freshness_budget_s=0.02, ef_construction_min=16, reduced_ef_min_items=1000)
+    try:
+        _upsert(writer, 10_000, 200, since=None)
+        _upsert(writer, 20_000, 2, since=time.time() - 1.0)
+        assert writer.stats.reduced_ef_batches == 0
+    finally:
+        writer.close()
