@@ -121,18 +121,18 @@ def reserve_rows(rows: int, row_shape: tuple[int, ...], dtype: np.dtype) -> int:
     return max(rows, min(RESERVE_FACTOR * rows, RESERVE_MAX_BYTES // row_bytes, 2**31 - 1))
 
 
-def _reserve(rows: int, row_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+def _reserve(rows: int, needed: int, row_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """A zero-filled array of ``rows`` rows in address space that costs memory only
     where it is written (anonymous mapping, MAP_NORESERVE; transparent huge pages
-    asked for, as numpy does for large arrays). Falls back to a plain allocation where
-    the mapping is refused (e.g. under an address-space limit)."""
+    asked for, as numpy does for large arrays). Where the mapping is refused (e.g.
+    under an address-space limit): a plain array of just the ``needed`` rows."""
     nbytes = rows * max(1, int(np.prod(row_shape, dtype=np.int64))) * np.dtype(dtype).itemsize
     if nbytes == 0 or 0 in row_shape:
-        return np.zeros((rows, *row_shape), dtype)
+        return np.zeros((needed, *row_shape), dtype)
     try:
         area = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0))
     except (OSError, ValueError, OverflowError):
-        return np.zeros((rows, *row_shape), dtype)
+        return np.zeros((needed, *row_shape), dtype)
     if nbytes >= 4 << 20 and hasattr(mmap, "MADV_HUGEPAGE"):
         area.madvise(mmap.MADV_HUGEPAGE)
     return np.frombuffer(area, dtype, count=rows * max(1, int(np.prod(row_shape, dtype=np.int64)))).reshape(
@@ -153,7 +153,7 @@ class _Reservations:
         full = self._full.get(name)
         fresh = full is None or capacity > full.shape[0]
         if fresh:
-            full = _reserve(reserve_rows(capacity, row_shape, dtype), row_shape, dtype)
+            full = _reserve(reserve_rows(capacity, row_shape, dtype), capacity, row_shape, dtype)
             self._full[name] = full
         if kept and (fresh or not np.may_share_memory(current, full)):
             full[:kept] = current

@@ -81,3 +81,23 @@ def test_relinking_live_nodes_adds_no_self_links_or_duplicate_neighbors() -> Non
         row = t.links0[u, 1 : 1 + t.links0[u, 0]]
         assert u not in row, f"node {u} links to itself"
         assert len(set(row.tolist())) == len(row), f"node {u} has a neighbor twice: {row}"
+
+
+def test_tables_still_grow_where_address_space_cannot_be_reserved(monkeypatch) -> None:
+    import mmap
+
+    refused = []
+
+    def refuse(*args, **kwargs):
+        refused.append(args)
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)  # as under `ulimit -v`
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3000, 16)).astype(np.float32)
+    index = Index(dim=16, metric="l2", M=8, ef_construction=64, initial_capacity=64)
+    for lo in range(0, 3000, 500):  # several growths, each a copy now
+        index.upsert(np.arange(lo, lo + 500), x[lo : lo + 500])
+    assert refused  # every table took the fallback
+    np.testing.assert_array_equal(index.get(np.arange(3000)).vectors, x)
+    assert (index.search(x[:50], k=1).ids[:, 0] == np.arange(50)).mean() >= 0.98
