@@ -75,22 +75,21 @@ class Engine:
     def create(cls, config: IndexConfig) -> Engine:
         scratch = ScratchPool(config.max_degree0, max_idle=4 * config.worker_threads + 4)
         code = metric_code(config.metric)
-        params = BuildParams(
-            metric=code,
-            M=config.M,
-            max_degree0=config.max_degree0,
-            ef_construction=config.ef_construction,
-            prune_alpha=float(config.prune_alpha),
-            fill=bool(config.fill_pruned),
-            repair_alpha=float(config.repair_alpha),
-            repair_widen=int(config.repair_widen),
-        )
         return cls(
             config=config,
             store=GraphStore(config.dim, config.M, config.initial_capacity, config.traversal_precision == "float16"),
             workers=Workers(config.worker_threads, scratch),
             epochs=ReaderEpochs(),
-            params=params,
+            params=BuildParams(
+                metric=code,
+                M=config.M,
+                max_degree0=config.max_degree0,
+                ef_construction=config.ef_construction,
+                prune_alpha=float(config.prune_alpha),
+                fill=bool(config.fill_pruned),
+                repair_alpha=float(config.repair_alpha),
+                repair_widen=int(config.repair_widen),
+            ),
             search_mode=SearchMode(metric=code, direct_rows=True, half=config.traversal_precision == "float16"),
             build_mode=SearchMode(metric=code, direct_rows=True, half=False),
             greedy_widths=np.zeros(config.max_level + 1, np.int32),

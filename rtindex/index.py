@@ -242,11 +242,9 @@ class Index:
             t.item_first_node[new_items] = nodes[: len(new)]
             t.item_state[new_items] = ITEM_LIVE
 
+            link_new_nodes(engine, nodes, engine.params._replace(ef_construction=ef))
             if ef < cfg.ef_construction:
-                link_new_nodes(engine, nodes, engine.params._replace(ef_construction=ef))
                 engine.counters.reduced_ef_linked += n
-            else:
-                link_new_nodes(engine, nodes)
 
             if len(refresh):
                 # the new node is linked; now retire the old one (a search in between

@@ -21,10 +21,10 @@ def draw_levels(rng: np.random.Generator, n: int, multiplier: float, max_level: 
     return np.minimum(levels, max_level).astype(np.int32)
 
 
-def link_new_nodes(engine: Engine, nodes: np.ndarray, params: BuildParams | None = None) -> None:
-    """Insert ``nodes`` into the graph; on return every one is reachable by searches and
-    counted in ``engine.live_nodes``. params: default ``engine.params`` (e.g.
-    ``engine.fast_params``: a smaller ef_construction)."""
+def link_new_nodes(engine: Engine, nodes: np.ndarray, params: BuildParams) -> None:
+    """Insert ``nodes`` into the graph with ``params`` (``engine.params``, or a copy
+    with a narrower ef_construction); on return every one is reachable by searches and
+    counted in ``engine.live_nodes``."""
     cfg = engine.config
     done = 0
     while done < len(nodes):
@@ -34,7 +34,7 @@ def link_new_nodes(engine: Engine, nodes: np.ndarray, params: BuildParams | None
         done += len(batch)
         rest = _seed_empty_subgraphs(engine, batch)
         if len(rest):
-            _insert_sub_batch(engine, rest, params or engine.params)
+            _insert_sub_batch(engine, rest, params)
         engine.live_nodes += len(batch)
 
 
