@@ -7,7 +7,7 @@ geometrically, and a freed slot waits in limbo until no running search can read 
 Growing does not copy: every array is a prefix view of an anonymous mapping reserved
 far larger than needed (``reserve_rows``; pages exist only once written), so growing
 publishes a new ``GraphTables`` of longer views over the same memory — no writer stall
-(copying 150k x 128 rows stopped the writer for 100-300 ms) and no double memory peak.
+(copying 150k x 128 rows stopped the writer for 100-480 ms) and no double memory peak.
 Only a reservation that runs out is copied into a larger one. A search holding the
 previous ``GraphTables`` keeps reading shorter views of the same rows: kernels ignore
 links to nodes past a view's end, and each published ``GraphTables`` has its own
@@ -126,8 +126,9 @@ def _reserve(rows: int, needed: int, row_shape: tuple[int, ...], dtype: np.dtype
     where it is written (anonymous mapping, MAP_NORESERVE; transparent huge pages
     asked for, as numpy does for large arrays). Where the mapping is refused (e.g.
     under an address-space limit): a plain array of just the ``needed`` rows."""
-    nbytes = rows * max(1, int(np.prod(row_shape, dtype=np.int64))) * np.dtype(dtype).itemsize
-    if nbytes == 0 or 0 in row_shape:
+    per_row = int(np.prod(row_shape, dtype=np.int64))
+    nbytes = rows * per_row * np.dtype(dtype).itemsize
+    if nbytes == 0:  # e.g. no float16 copy
         return np.zeros((needed, *row_shape), dtype)
     try:
         area = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0))
@@ -135,8 +136,7 @@ def _reserve(rows: int, needed: int, row_shape: tuple[int, ...], dtype: np.dtype
         return np.zeros((needed, *row_shape), dtype)
     if nbytes >= 4 << 20 and hasattr(mmap, "MADV_HUGEPAGE"):
         area.madvise(mmap.MADV_HUGEPAGE)
-    return np.frombuffer(area, dtype, count=rows * max(1, int(np.prod(row_shape, dtype=np.int64)))).reshape(
-        rows, *row_shape)
+    return np.frombuffer(area, dtype, count=rows * per_row).reshape(rows, *row_shape)
 
 
 class _Reservations:
