@@ -3,8 +3,9 @@
 A ``rtindex serve`` process consumes the topic (real broker from scripts/kafka.sh).
 1. Preload: N upserts produced as fast as possible; the server's drain rate is the
    highest ingest rate (sustained, the backlog only shrinks).
-2. Fixed rates (1k, 5k, 10k, 20k changes/s by default): upserts of new items; every 20th
-   is a probe whose vector a separate thread searches for (k=10) until it comes back:
+2. Fixed rates (1k, 5k, 10k, 20k changes/s by default): upserts of new items; every 50th
+   is a probe whose vector a separate thread searches for (k=10, at most every 5 ms)
+   until it comes back; messages are encoded before the phase, stamped when sent:
    produce -> searchable latency p50/p99 as a client sees it; the server's own
    produce -> applied latency beside it; the lag, sampled each second, says whether it
    kept up (mean of the first vs the second half of the phase); the share of upserts
@@ -30,7 +31,7 @@ import serving
 
 from rtindex import datasets
 from rtindex.client import IndexClient
-from rtindex.consumers.codec import UPSERT, encode
+from rtindex.consumers.codec import UPSERT, encode, encode_body
 from rtindex.consumers.producer import CatalogProducer, ensure_topic
 
 
@@ -60,17 +61,20 @@ def wait_consumed(client: IndexClient, n: int, timeout: float = 600) -> tuple[fl
 
 
 def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float, first_id: int, dim: int,
-              seed: int) -> tuple[np.ndarray, dict[str, float]]:
-    """Produce ``rate`` upserts/s of new items for ``seconds``; every 20th is a probe,
+              seed: int, probe_every: int, probe_period: float) -> tuple[np.ndarray, dict[str, float]]:
+    """Produce ``rate`` upserts/s of new items for ``seconds``; every ``probe_every``-th is a probe,
     searchable once it is among the 10 nearest of its own vector (with inner product a
     longer vector can outscore an item's own: k=1 at ef=32 never finds ~1-2% of fresh
     items, which is not freshness); one not found within 30 s is counted apart.
-    One thread looks for all pending probes at once (one batched search every 2 ms, or
-    as long as the last search took: its load on the server stays under half a core
-    when probes pile up), so a probe is timed when it first comes back, whatever the
-    others do. Producer times are stamped after the pacing wait, when sent.
+    One thread looks for all pending probes at once (one batched search every
+    ``probe_period`` s, or as long as the last search took, so its load on the server
+    stays bounded when probes pile up), so a probe is timed when it first comes back,
+    whatever the others do (up to a period late). Messages are encoded before the phase
+    (the producer of a real pipeline runs elsewhere; here it shares the 2 cores) and
+    stamped with the producer time after the pacing wait, when sent.
     Returns the figures and the rows sent (item first_id + i is row i)."""
     data = datasets.clustered(int(rate * seconds) + 10, dim, seed=seed)
+    bodies = [encode_body(UPSERT, first_id + i, 1, row) for i, row in enumerate(data[: int(rate * seconds)])]
     with IndexClient(target) as client:
         reduced_before = client.stats()["nodes_reduced_ef"]
     pending: dict[int, tuple[np.ndarray, float]] = {}
@@ -98,7 +102,7 @@ def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float
                             elif now - sent > 30:
                                 lost.append(item)
                                 pending.pop(item, None)
-                time.sleep(max(0.002, took))
+                time.sleep(max(probe_period, took))
 
     lags: list[float] = []  # the server's total lag, once a second: does it grow?
 
@@ -112,14 +116,11 @@ def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float
     sampler = threading.Thread(target=lag_sampler)
     sampler.start()
     producer = CatalogProducer(bootstrap, topic, rate=rate)
-    for i, row in enumerate(data[: int(rate * seconds)]):
-        item = first_id + i
-        producer.pace()
-        sent = time.time()
-        producer.send(*encode(UPSERT, item, 1, row, produced_at=sent))
-        if i % 20 == 0:
+    for i, (key, body) in enumerate(bodies):
+        sent = producer.send_stamped(key, body)
+        if i % probe_every == 0:
             with lock:
-                pending[item] = (row, sent)
+                pending[first_id + i] = (data[i], sent)
     producer.flush()
     achieved = producer.sent / (time.perf_counter() - producer._start)
     with IndexClient(target) as client:
@@ -146,6 +147,8 @@ def main() -> None:
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--rates", default="1000,5000,10000,20000", help="changes per second to try")
     ap.add_argument("--seconds", type=float, default=10.0, help="per rate")
+    ap.add_argument("--probe-every", type=int, default=50, help="every n-th upsert is searched for until found")
+    ap.add_argument("--probe-period-ms", type=float, default=5.0, help="at most one probe search per period")
     ap.add_argument("--out", default="bench/results/kafka.md")
     args = ap.parse_args()
 
@@ -171,7 +174,8 @@ def main() -> None:
         ingested = [base]
         for rate in (int(r) for r in args.rates.split(",")):
             sent_rows, result = freshness(args.bootstrap, topic, target, rate, args.seconds, next_id, args.dim,
-                                          seed=rate)
+                                          seed=rate, probe_every=args.probe_every,
+                                          probe_period=args.probe_period_ms / 1000)
             ingested.append(sent_rows)
             next_id += result["sent"]
             consumed += result["sent"]

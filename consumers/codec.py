@@ -26,14 +26,27 @@ class Poison(Exception):
 
 def encode(op: int, item_id: int, version: int, embedding: np.ndarray | None = None,
            categories: tuple[int, ...] = (), produced_at: float | None = None) -> tuple[bytes, bytes]:
-    """(key, value) of one change."""
-    change = CatalogChange(
-        op=op, id=int(item_id), version=int(version), categories=list(categories),
-        producer_time_us=int((time.time() if produced_at is None else produced_at) * 1e6),
-    )
+    """(key, value) of one change, stamped with ``produced_at`` (default: now)."""
+    key, body = encode_body(op, item_id, version, embedding, categories)
+    return key, stamp(body, produced_at)
+
+
+def encode_body(op: int, item_id: int, version: int, embedding: np.ndarray | None = None,
+                categories: tuple[int, ...] = ()) -> tuple[bytes, bytes]:
+    """(key, value) of one change without its producer time: encode ahead, ``stamp``
+    when sent (a producer paced to a rate then stamps the time it really sends)."""
+    change = CatalogChange(op=op, id=int(item_id), version=int(version), categories=list(categories))
     if embedding is not None:
         change.embedding = np.ascontiguousarray(embedding, "<f4").tobytes()
     return str(int(item_id)).encode(), change.SerializeToString()
+
+
+def stamp(body: bytes, produced_at: float | None = None) -> bytes:
+    """``body`` with its producer time set to ``produced_at`` (default: now). Serialized
+    protobuf messages concatenate as a merge, the last value of a field winning, so
+    the time field is appended instead of re-encoding the message."""
+    micros = int((time.time() if produced_at is None else produced_at) * 1e6)
+    return body + CatalogChange(producer_time_us=micros).SerializeToString()
 
 
 def decode(key: bytes | None, value: bytes | None, dim: int) -> CatalogChange:

@@ -12,7 +12,7 @@ import numpy as np
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from rtindex.consumers.codec import DELETE, UPSERT, encode
+from rtindex.consumers.codec import DELETE, UPSERT, encode_body, stamp
 
 
 def ensure_topic(bootstrap: str, topic: str, partitions: int = 4, timeout: float = 30.0) -> None:
@@ -88,15 +88,21 @@ class CatalogProducer:
         self._producer.poll(0)
         self.sent += 1
 
+    def send_stamped(self, key: bytes, body: bytes) -> float:
+        """Send a change encoded without its time (``encode_body``), stamped when it is
+        sent, after the pacing wait; returns that time (time.time())."""
+        self.pace()
+        now = time.time()
+        self.send(key, stamp(body, now))
+        return now
+
     def upsert(self, ids: Iterable[int], rows: np.ndarray, versions: Iterable[int]) -> None:
         for item_id, row, version in zip(ids, rows, versions, strict=True):
-            self.pace()
-            self.send(*encode(UPSERT, item_id, version, row))
+            self.send_stamped(*encode_body(UPSERT, item_id, version, row))
 
     def delete(self, ids: Iterable[int], versions: Iterable[int]) -> None:
         for item_id, version in zip(ids, versions, strict=True):
-            self.pace()
-            self.send(*encode(DELETE, item_id, version))
+            self.send_stamped(*encode_body(DELETE, item_id, version))
 
     def flush(self, timeout: float = 60.0) -> None:
         left = self._producer.flush(timeout)

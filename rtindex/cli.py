@@ -69,7 +69,7 @@ def _stats(args: argparse.Namespace) -> int:
 def _produce(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from rtindex.consumers.codec import encode
+    from rtindex.consumers.codec import encode_body
     from rtindex.consumers.producer import CatalogProducer, ensure_topic
     from rtindex.consumers.sources import churn_changes, dataset_changes, load_vectors
 
@@ -90,7 +90,7 @@ def _produce(args: argparse.Namespace) -> int:
         return 1
     producer = CatalogProducer(args.bootstrap, args.topic, rate=args.rate)
     for op, item, version, row in tqdm(changes, total=total, desc=f"produce -> {args.topic}", unit="msg"):
-        producer.send(*encode(op, item, version, row))
+        producer.send_stamped(*encode_body(op, item, version, row))
     producer.flush()
     print(f"produced {producer.sent:,} changes to {args.topic} on {args.bootstrap}")
     return 0

@@ -90,3 +90,17 @@ def test_messages_over_the_transport_limit_are_refused_with_resource_exhausted()
             assert c.stats()["items"] == 0
     finally:
         srv.stop(grace=1)
+
+
+def test_a_change_encoded_ahead_carries_the_time_it_is_stamped_with() -> None:
+    from rtindex.consumers.codec import UPSERT, decode, encode, encode_body, stamp
+
+    row = np.arange(4, dtype=np.float32)
+    key, body = encode_body(UPSERT, 7, 3, row, categories=(2, 5))
+    change = decode(key, stamp(body, 1_700_000_000.25), 4)
+    assert (change.id, change.version, list(change.categories)) == (7, 3, [2, 5])
+    assert np.array_equal(np.frombuffer(change.embedding, "<f4"), row)
+    assert change.producer_time_us == 1_700_000_000_250_000
+    # stamped again (a retried send): the later time wins
+    assert decode(key, stamp(stamp(body, 1.0), 2.0), 4).producer_time_us == 2_000_000
+    assert encode(UPSERT, 7, 3, row, (2, 5), produced_at=1_700_000_000.25) == (key, stamp(body, 1_700_000_000.25))
