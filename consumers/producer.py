@@ -68,17 +68,29 @@ class CatalogProducer:
         if err is not None:
             self.failed += 1
 
-    def pace(self, slack: float = 0.001) -> None:
-        """Wait for the next message's turn at ``rate``; ``send`` does, call it first to
-        stamp a message's time after the wait. Sleeps only once ``slack`` seconds ahead
-        (a sleep per message costs a wake-up each: at 5k/s a third of a core)."""
+    def _pace(self, slack: float = 0.001) -> None:
+        """Wait for the next message's turn at ``rate``. Sleeps only once ``slack``
+        seconds ahead (a sleep per message costs a wake-up each: at 5k/s a third of a
+        core)."""
         if self.rate > 0:
             delay = self._start + self.sent / self.rate - time.perf_counter()
             if delay > slack:
                 time.sleep(delay)
 
     def send(self, key: bytes, value: bytes) -> None:
-        self.pace()
+        """Send a change as encoded (``encode``: its time is already in it), paced."""
+        self._pace()
+        self._produce(key, value)
+
+    def send_stamped(self, key: bytes, body: bytes) -> float:
+        """Send a change encoded without its time (``encode_body``), stamped when it is
+        sent, after the pacing wait; returns that time (time.time())."""
+        self._pace()
+        now = time.time()
+        self._produce(key, stamp(body, now))
+        return now
+
+    def _produce(self, key: bytes, value: bytes) -> None:
         while True:
             try:
                 self._producer.produce(self.topic, key=key, value=value, on_delivery=self._on_delivery)
@@ -87,14 +99,6 @@ class CatalogProducer:
                 self._producer.poll(0.05)
         self._producer.poll(0)
         self.sent += 1
-
-    def send_stamped(self, key: bytes, body: bytes) -> float:
-        """Send a change encoded without its time (``encode_body``), stamped when it is
-        sent, after the pacing wait; returns that time (time.time())."""
-        self.pace()
-        now = time.time()
-        self.send(key, stamp(body, now))
-        return now
 
     def upsert(self, ids: Iterable[int], rows: np.ndarray, versions: Iterable[int]) -> None:
         for item_id, row, version in zip(ids, rows, versions, strict=True):
