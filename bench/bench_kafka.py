@@ -45,6 +45,29 @@ def start_server(bootstrap: str, topic: str, dim: int) -> tuple[subprocess.Popen
                                 "--kafka-topic", topic, "--kafka-group", f"bench-{topic}", "--kafka-ready-lag", "0")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) a process has used so far; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[int, int, int]:
+    """(busy, steal, total) clock ticks of all cores so far (/proc/stat): the machine's
+    load, and the time the hypervisor gave to other guests."""
+    user, nice, system, idle, iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    busy = user + nice + system + irq + softirq
+    return busy, steal, busy + idle + iowait + steal
+
+
+def broker_pid() -> int:
+    """The broker scripts/kafka.sh started (0 when it was started some other way)."""
+    pidfile = Path(__file__).resolve().parent.parent / "var" / "kafka" / "broker.pid"
+    return int(pidfile.read_text()) if pidfile.exists() else 0
+
+
 def wait_consumed(client: IndexClient, n: int, timeout: float = 600) -> tuple[float, float]:
     """Seconds until ``n`` changes are applied: from now, and from the first one applied."""
     t0 = time.perf_counter()
@@ -61,17 +84,21 @@ def wait_consumed(client: IndexClient, n: int, timeout: float = 600) -> tuple[fl
 
 
 def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float, first_id: int, dim: int,
-              seed: int, probe_every: int, probe_period: float) -> tuple[np.ndarray, dict[str, float]]:
+              seed: int, probe_every: int, probe_period: float, pids: dict[str, int]) -> tuple[np.ndarray, dict[str, float]]:
     """Produce ``rate`` upserts/s of new items for ``seconds``; every ``probe_every``-th is a probe,
-    searchable once it is among the 10 nearest of its own vector (with inner product a
-    longer vector can outscore an item's own: k=1 at ef=32 never finds ~1-2% of fresh
-    items, which is not freshness); one not found within 30 s is counted apart.
-    One thread looks for all pending probes at once (one batched search every
-    ``probe_period`` s, or as long as the last search took, so its load on the server
-    stays bounded when probes pile up), so a probe is timed when it first comes back,
-    whatever the others do (up to a period late). Messages are encoded before the phase
-    (the producer of a real pipeline runs elsewhere; here it shares the 2 cores) and
-    stamped with the producer time after the pacing wait, when sent.
+    searchable once a search finds it among the 10 nearest of its own vector.
+    One thread polls for all pending probes at once, every ``probe_period`` s (or as
+    long as the last search took): a batched Get says which are stored yet, and those
+    are searched for, once. Get sees an item only once it is linked, so a stored probe
+    the search does not return is a recall miss, not a late one (with inner product a
+    longer vector can outscore an item's own): counted apart, as are probes not stored
+    within 30 s. (Searching for every pending probe each period instead made the
+    prober a load that grew with the lag — at 10k/s ~20% of a core taken from the
+    server — and timed recall misses as latency: the probe p99 was the tail of those.)
+    A probe is timed when the search finds it (up to a period late). Messages are
+    encoded before the phase (the producer of a real pipeline runs elsewhere; here it
+    shares the 2 cores) and stamped with the producer time after the pacing wait.
+    ``pids``: processes whose CPU use during the phase is reported (share of one core).
     Returns the figures and the rows sent (item first_id + i is row i)."""
     data = datasets.clustered(int(rate * seconds) + 10, dim, seed=seed)
     bodies = [encode_body(UPSERT, first_id + i, 1, row) for i, row in enumerate(data[: int(rate * seconds)])]
@@ -80,7 +107,8 @@ def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float
     pending: dict[int, tuple[np.ndarray, float]] = {}
     lock = threading.Lock()
     latencies: list[float] = []
-    lost: list[int] = []  # probes never among their own 10 nearest (inner product: a longer vector can win)
+    missed: list[int] = []  # stored, yet not among the 10 results for their own vector (recall, not freshness)
+    lost: list[int] = []  # not stored within 30 s
     done = threading.Event()
 
     def prober() -> None:
@@ -89,6 +117,9 @@ def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float
                 with lock:
                     items = list(pending.items())
                 took = 0.0
+                if items:  # (a Get waits while a write is applied: that is not load, so not timed)
+                    stored = client.get([item for item, _ in items]).found
+                    items = [entry for entry, present in zip(items, stored, strict=True) if present]
                 if items:
                     t0 = time.perf_counter()
                     found = client.search(np.stack([row for _, (row, _) in items]), k=10, ef=64).ids
@@ -96,10 +127,10 @@ def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float
                     took = time.perf_counter() - t0
                     with lock:
                         for (item, (_, sent)), hits in zip(items, found, strict=True):
-                            if item in hits:
-                                latencies.append(now - sent)
-                                pending.pop(item, None)
-                            elif now - sent > 30:
+                            (latencies.append(now - sent) if item in hits else missed.append(item))
+                            pending.pop(item, None)
+                        for item, (_, sent) in list(pending.items()):
+                            if now - sent > 30:
                                 lost.append(item)
                                 pending.pop(item, None)
                 time.sleep(max(probe_period, took))
@@ -116,13 +147,18 @@ def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float
     sampler = threading.Thread(target=lag_sampler)
     sampler.start()
     producer = CatalogProducer(bootstrap, topic, rate=rate)
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    machine_before = machine_ticks()
     for i, (key, body) in enumerate(bodies):
         sent = producer.send_stamped(key, body)
         if i % probe_every == 0:
             with lock:
                 pending[first_id + i] = (data[i], sent)
     producer.flush()
-    achieved = producer.sent / (time.perf_counter() - producer._start)
+    elapsed = time.perf_counter() - producer._start
+    achieved = producer.sent / elapsed
+    cpu = {name: (cpu_seconds(pid) - cpu_before[name]) / elapsed for name, pid in pids.items()}
+    busy, steal, total = (after - before for after, before in zip(machine_ticks(), machine_before, strict=True))
     with IndexClient(target) as client:
         stats = client.stats()  # server latency over the last 10 s: this phase
     done.set()
@@ -131,11 +167,12 @@ def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float
     half = max(1, len(lags) // 2)
     lat = np.array(latencies) * 1e3
     return data[: producer.sent], {
-        "sent": producer.sent, "achieved_rate": achieved, "probes": len(lat), "lost": len(lost),
+        "sent": producer.sent, "achieved_rate": achieved, "probes": len(lat), "lost": len(lost), "missed": len(missed),
         "reduced": (stats["nodes_reduced_ef"] - reduced_before) / producer.sent,
         "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
         "server_p50": stats["kafka_apply_latency_p50_ms"], "server_p99": stats["kafka_apply_latency_p99_ms"],
-        "lag_end": stats["kafka_lag_total"],
+        "lag_end": stats["kafka_lag_total"], "cpu": cpu,
+        "machine_busy": busy / max(1, total), "steal": steal / max(1, total),
         "lag_halves": (float(np.mean(lags[:half])) if lags else 0.0, float(np.mean(lags[half:])) if lags[half:] else 0.0),
     }
 
@@ -168,6 +205,7 @@ def main() -> None:
         with IndexClient(target, timeout=30) as client:
             drain_s, apply_s = wait_consumed(client, args.n)
         drain_rate = args.n / drain_s
+        pids = {"server": proc.pid, "broker": broker_pid(), "bench": os.getpid()}
         rows = []
         next_id = args.n
         consumed = args.n
@@ -175,16 +213,18 @@ def main() -> None:
         for rate in (int(r) for r in args.rates.split(",")):
             sent_rows, result = freshness(args.bootstrap, topic, target, rate, args.seconds, next_id, args.dim,
                                           seed=rate, probe_every=args.probe_every,
-                                          probe_period=args.probe_period_ms / 1000)
+                                          probe_period=args.probe_period_ms / 1000, pids=pids)
             ingested.append(sent_rows)
             next_id += result["sent"]
             consumed += result["sent"]
             with IndexClient(target) as client:
                 wait_consumed(client, consumed, 120)
-            rows.append([rate, f"{result['achieved_rate']:,.0f}", result["probes"], result["lost"], f"{result['p50']:.1f}",
+            rows.append([rate, f"{result['achieved_rate']:,.0f}", result["probes"], f"{result['missed']} / {result['lost']}", f"{result['p50']:.1f}",
                          f"{result['p99']:.1f}", f"{result['server_p50']:.1f}", f"{result['server_p99']:.1f}",
                          f"{result['lag_halves'][0]:,.0f} / {result['lag_halves'][1]:,.0f}",
-                         f"{100 * result['reduced']:.0f}%"])
+                         f"{100 * result['reduced']:.0f}%",
+                         " / ".join(f"{100 * result['cpu'][name]:.0f}%" for name in pids),
+                         f"{100 * result['machine_busy']:.0f}% / {100 * result['steal']:.0f}%"])
         everything = np.concatenate(ingested)
         truth = datasets.exact_knn(everything, queries, 10, "ip")
         with IndexClient(target, timeout=60) as client:
@@ -198,13 +238,19 @@ def main() -> None:
             f"{drain_s:.1f} s from the server's start (connecting, joining the group and compiling included): "
             f"**{drain_rate:,.0f} upserts/s**; {apply_s:.1f} s from the first change applied: "
             f"**{args.n / apply_s:,.0f} upserts/s** sustained.\n",
-            table(["target rate /s", "achieved /s", "probes", "not found in 30 s", "probe p50 ms", "probe p99 ms",
-                   "server produce->applied p50 ms", "p99 ms", "mean lag 1st / 2nd half", "narrower beam"], rows),
+            table(["target rate /s", "achieved /s", "probes", "missed / not stored", "probe p50 ms", "probe p99 ms",
+                   "server produce->applied p50 ms", "p99 ms", "mean lag 1st / 2nd half", "narrower beam",
+                   "CPU server / broker / bench", "machine busy / steal"], rows),
             "",
             f"Recall@10 of the final index ({len(everything):,} items; 1,000 held-out queries from the preload's "
             f"distribution, exact inner-product top-10): ef=32 {recall[32]:.4f}, ef=64 {recall[64]:.4f}. "
+            "\"missed / not stored\": probes stored but not among the 10 results for their own vector "
+            "(a recall miss, not in the latency figures) / not stored within 30 s. "
             "\"narrower beam\": share of the phase's upserts the writer linked with a beam narrower than "
-            "ef_construction (down to ef_construction_min) to stay within its freshness budget (rtindex/writer.py).",
+            "ef_construction (down to ef_construction_min) to stay within its freshness budget (rtindex/writer.py). "
+            "\"CPU\": share of one core each process used during the phase (the bench process produces "
+            f"and probes; this machine has {os.cpu_count()} cores); \"machine busy / steal\": share of all "
+            "cores busy during the phase, and taken by the hypervisor for other guests (/proc/stat).",
             "",
         ])
         print(text)

@@ -36,7 +36,9 @@ class CatalogProducer:
     The producer is connected before the first send: a cold one holds its first
     messages for ~0.5 s (when the idempotent producer asks for its id before the broker
     connection is up it retries 500 ms later), which showed as produce -> searchable
-    latency. A message's producer time is stamped after its pacing wait, when sent."""
+    latency. A message's producer time is stamped after its pacing wait, when sent.
+    ``linger.ms`` is 5: at 10k changes/s a 2 ms linger cost the broker ~10% of a core
+    more (a produce request per 2 ms), for 3 ms of latency."""
 
     def __init__(self, bootstrap: str, topic: str, rate: float = 0.0, connect_timeout: float = 10.0,
                  **config: object) -> None:
@@ -46,7 +48,7 @@ class CatalogProducer:
         self.failed = 0
         self._connected = "stats_cb" in config  # the caller's own statistics: do not wait for ours
         self._idempotent = str(config.get("enable.idempotence", True)).lower() in ("true", "1")
-        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2, "acks": "all",
+        self._producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all",
                                    "enable.idempotence": True, "statistics.interval.ms": 50,
                                    "stats_cb": self._on_stats, **config})
         deadline = time.monotonic() + connect_timeout
