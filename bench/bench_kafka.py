@@ -174,6 +174,8 @@ def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float
         "lag_end": stats["kafka_lag_total"], "cpu": cpu,
         "machine_busy": busy / max(1, total), "steal": steal / max(1, total),
         "lag_halves": (float(np.mean(lags[:half])) if lags else 0.0, float(np.mean(lags[half:])) if lags[half:] else 0.0),
+        # least-squares slope of the lag over the phase, changes per second (a sample a second)
+        "lag_trend": float(np.polyfit(np.arange(len(lags)), lags, 1)[0]) if len(lags) > 2 else 0.0,
     }
 
 
@@ -221,7 +223,7 @@ def main() -> None:
                 wait_consumed(client, consumed, 120)
             rows.append([rate, f"{result['achieved_rate']:,.0f}", result["probes"], f"{result['missed']} / {result['lost']}", f"{result['p50']:.1f}",
                          f"{result['p99']:.1f}", f"{result['server_p50']:.1f}", f"{result['server_p99']:.1f}",
-                         f"{result['lag_halves'][0]:,.0f} / {result['lag_halves'][1]:,.0f}",
+                         f"{result['lag_halves'][0]:,.0f} / {result['lag_halves'][1]:,.0f} ({result['lag_trend']:+,.0f}/s)",
                          f"{100 * result['reduced']:.0f}%",
                          " / ".join(f"{100 * result['cpu'][name]:.0f}%" for name in pids),
                          f"{100 * result['machine_busy']:.0f}% / {100 * result['steal']:.0f}%"])
@@ -239,13 +241,15 @@ def main() -> None:
             f"**{drain_rate:,.0f} upserts/s**; {apply_s:.1f} s from the first change applied: "
             f"**{args.n / apply_s:,.0f} upserts/s** sustained.\n",
             table(["target rate /s", "achieved /s", "probes", "missed / not stored", "probe p50 ms", "probe p99 ms",
-                   "server produce->applied p50 ms", "p99 ms", "mean lag 1st / 2nd half", "narrower beam",
+                   "server produce->applied p50 ms", "p99 ms", "mean lag 1st / 2nd half (trend)", "narrower beam",
                    "CPU server / broker / bench", "machine busy / steal"], rows),
             "",
             f"Recall@10 of the final index ({len(everything):,} items; 1,000 held-out queries from the preload's "
             f"distribution, exact inner-product top-10): ef=32 {recall[32]:.4f}, ef=64 {recall[64]:.4f}. "
             "\"missed / not stored\": probes stored but not among the 10 results for their own vector "
             "(a recall miss, not in the latency figures) / not stored within 30 s. "
+            "\"trend\": least-squares slope of the lag sampled once a second (changes/s; the index "
+            "grows during a phase, so an insert costs a little more at its end than at its start). "
             "\"narrower beam\": share of the phase's upserts the writer linked with a beam narrower than "
             "ef_construction (down to ef_construction_min) to stay within its freshness budget (rtindex/writer.py). "
             "\"CPU\": share of one core each process used during the phase (the bench process produces "
