@@ -127,12 +127,16 @@ def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float
                     took = time.perf_counter() - t0
                     with lock:
                         for (item, (_, sent)), hits in zip(items, found, strict=True):
-                            (latencies.append(now - sent) if item in hits else missed.append(item))
+                            if item in hits:
+                                latencies.append(now - sent)
+                            else:
+                                missed.append(item)
                             pending.pop(item, None)
-                        for item, (_, sent) in list(pending.items()):
-                            if now - sent > 30:
-                                lost.append(item)
-                                pending.pop(item, None)
+                with lock:
+                    for item, (_, sent) in list(pending.items()):
+                        if time.time() - sent > 30:
+                            lost.append(item)
+                            pending.pop(item, None)
                 time.sleep(max(probe_period, took))
 
     lags: list[float] = []  # the server's total lag, once a second: does it grow?
@@ -190,6 +194,9 @@ def main() -> None:
     ap.add_argument("--probe-period-ms", type=float, default=5.0, help="at most one probe search per period")
     ap.add_argument("--out", default="bench/results/kafka.md")
     args = ap.parse_args()
+    if args.seconds < 10:
+        ap.error(f"--seconds {args.seconds:g}: the server's produce->applied percentiles cover its last 10 s, so a "
+                 "shorter phase would mix in the one before; use --seconds 10 or more")
 
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     ensure_topic(args.bootstrap, topic, 4)

@@ -20,9 +20,9 @@ proportional to it; the full-beam cost is re-estimated from every batch. Measure
 100k x 128 (M=16, 2 threads, batches of 1000): a second 100k inserted at beam 200 / 64 /
 48 / 32 costs 0.26 / 0.16 / 0.13 / 0.11 ms of CPU per insert and leaves recall@10
 (ef=64) at 0.959 / 0.957 / 0.955 / 0.949. The floor stays 64: in the Kafka benchmark
-(scripts/bench.sh kafka: 360k of the final 460k items linked under overload, each phase
-from new clusters; one run each) a floor of 48 left recall@10 at 0.870 against 0.921 with 64, and did
-not make 10k/s measurably easier to sustain there.
+(scripts/bench.sh kafka: 360k of the final 460k items linked under overload, each
+phase from new clusters; one run each) a floor of 48 left recall@10 at 0.870 against
+0.921 with 64, and did not make 10k/s measurably easier to sustain there.
 
 A narrow beam is a lasting trade in graph quality, and the graph's first nodes matter
 most, so it is not used while the index holds fewer than ``reduced_ef_min_items``
