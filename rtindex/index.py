@@ -190,7 +190,13 @@ class Index:
         writer narrows it when it is behind its freshness budget (rtindex/writer.py
         has the measurements).
         """
-        ids, rows, versions = self.prepare_upsert(ids, vectors, versions)
+        return self.upsert_prepared(*self.prepare_upsert(ids, vectors, versions), ef_construction=ef_construction)
+
+    def upsert_prepared(self, ids: np.ndarray, rows: np.ndarray, versions: np.ndarray | None, *,
+                        ef_construction: int | None = None) -> UpsertResult:
+        """``upsert`` of a batch exactly as ``prepare_upsert`` returned it (the server's
+        writer: its callers validated each write before queueing it, so it is not
+        checked twice)."""
         cfg = self.config
         ef = validation.as_ef_construction(ef_construction, cfg.ef_construction)
         engine = self._engine
@@ -292,7 +298,10 @@ class Index:
         """Delete items. Once this returns no search returns them. Unknown ids are
         reported in ``unknown_ids``; with versions, a delete applies only if its version
         is greater than the stored one."""
-        ids, versions = self.prepare_delete(ids, versions)
+        return self.delete_prepared(*self.prepare_delete(ids, versions))
+
+    def delete_prepared(self, ids: np.ndarray, versions: np.ndarray | None) -> DeleteResult:
+        """``delete`` of a batch exactly as ``prepare_delete`` returned it."""
         engine = self._engine
         with self._write_lock:
             engine.store.reclaim(engine.epochs.oldest_active())

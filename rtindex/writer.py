@@ -216,12 +216,12 @@ class Writer:
             deadlines = [w.since for w in batch if w.since is not None]
             beam = self._beam_for(min(deadlines) if deadlines else None, len(ids))
             t0 = time.perf_counter()
-            result = self.index.upsert(ids, rows, versions, ef_construction=beam)
+            result = self.index.upsert_prepared(ids, rows, versions, ef_construction=beam)
             if result.inserted + result.refreshed:
                 self._learn_cost(time.perf_counter() - t0, result.inserted + result.refreshed, beam)
             self.stats.reduced_ef_batches += beam < self.index.config.ef_construction
         else:
-            result = self.index.delete(ids, versions)
+            result = self.index.delete_prepared(ids, versions)
         assert result.outcome is not None
         return result.outcome
 

@@ -155,13 +155,13 @@ def test_full_write_queue_answers_resource_exhausted() -> None:
     srv.start()
     srv.mark_ready()
     gate = threading.Event()
-    original = srv.index.upsert
+    original = srv.index.upsert_prepared  # what the writer calls
 
     def slow_upsert(*args: object, **kwargs: object) -> object:
         gate.wait(10)
         return original(*args, **kwargs)
 
-    srv.index.upsert = slow_upsert  # type: ignore[method-assign]
+    srv.index.upsert_prepared = slow_upsert  # type: ignore[method-assign]
     results: list[object] = []
     try:
         with IndexClient(f"127.0.0.1:{srv.port}", timeout=10) as c:
