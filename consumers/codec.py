@@ -1,10 +1,12 @@
 """CatalogChange messages: encode (producer side), decode and validate (consumer side),
 and reduce a batch to what the index applies.
 
-Decoding is per message (Kafka hands them over one by one); everything after is
-vectorised: rows are checked with the index's own rules, then each id keeps its change
-of the highest version (per-item order is guaranteed within a partition, and versions
-are monotonic per item, so that is the change that wins).
+A batch of messages is decoded in one compiled pass (``decode_batch``, the parser in
+kernels/catalog_wire.py); the few messages that parser does not accept are decoded one
+by one by the protobuf library (``decode``), whose verdict and reason stand. Everything
+after is vectorised: rows are checked with the index's own rules, then each id keeps
+its change of the highest version (per-item order is guaranteed within a partition, and
+versions are monotonic per item, so that is the change that wins).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rtindex.kernels.catalog_wire import ACCEPTED, parse_changes
 from rtindex.v1.catalog_pb2 import CatalogChange
 
 UPSERT = CatalogChange.UPSERT
@@ -76,33 +79,86 @@ def decode(key: bytes | None, value: bytes | None, dim: int) -> CatalogChange:
 
 
 @dataclass
+class Decoded:
+    """The valid changes of a batch of messages, in message order."""
+
+    message: np.ndarray  # position of each change's message in the batch
+    op: np.ndarray
+    ids: np.ndarray
+    versions: np.ndarray
+    produced_at: np.ndarray  # seconds since the epoch
+    rows: np.ndarray  # float32 (n, dim); an UPSERT's embedding (rows of DELETEs are not meaningful)
+
+
+def decode_batch(keys: list[bytes | None], values: list[bytes | None], dim: int) -> tuple[Decoded, list[tuple[int, str]]]:
+    """Decode and check a batch of messages (keys[i], values[i]); returns the valid
+    changes and, per invalid message, (its position, the reason)."""
+    n = len(values)
+    value_bytes, value_starts, value_lengths = _concatenated(values)
+    key_bytes, key_starts, key_lengths = _concatenated(keys)
+    op = np.zeros(n, np.int64)
+    ids = np.zeros(n, np.int64)
+    versions = np.zeros(n, np.int64)
+    time_us = np.zeros(n, np.int64)
+    rows = np.zeros((n, dim), "<f4")
+    status = np.empty(n, np.uint8)
+    parse_changes(value_bytes, value_starts, value_lengths, key_bytes, key_starts, key_lengths, dim,
+                  rows.view(np.uint8), op, ids, versions, time_us, status)
+    poison = []
+    for m in np.flatnonzero(status != ACCEPTED):  # few: the protobuf library decides
+        try:
+            change = decode(keys[m], values[m], dim)
+        except Poison as exc:
+            poison.append((int(m), str(exc)))
+            continue
+        op[m], ids[m], versions[m], time_us[m] = change.op, change.id, change.version, change.producer_time_us
+        if change.op == UPSERT:
+            rows[m] = np.frombuffer(change.embedding, "<f4")
+        status[m] = ACCEPTED
+    ok = np.flatnonzero(status == ACCEPTED)
+    decoded = Decoded(message=ok, op=op[ok], ids=ids[ok], versions=versions[ok], produced_at=time_us[ok] / 1e6,
+                      rows=rows[ok])
+    return decoded, poison
+
+
+def _concatenated(chunks: list[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(all bytes, start of each chunk, length of each chunk; -1 for None)."""
+    if None in chunks:  # a record without a key, or a tombstone: rare
+        lengths = np.array([-1 if c is None else len(c) for c in chunks], np.int64)
+        chunks = [b"" if c is None else c for c in chunks]
+    else:
+        lengths = np.fromiter(map(len, chunks), np.int64, len(chunks))  # type: ignore[arg-type]
+    sizes = np.maximum(lengths, 0)
+    starts = np.cumsum(sizes) - sizes
+    return np.frombuffer(b"".join(chunks), np.uint8), starts, lengths  # type: ignore[arg-type]
+
+
+@dataclass
 class Batch:
     """What one poll of the stream becomes: the latest change per id, split by op."""
 
     upsert_ids: np.ndarray
     upsert_rows: np.ndarray
     upsert_versions: np.ndarray
+    upsert_messages: np.ndarray  # each upsert's message: its position in the polled batch
     delete_ids: np.ndarray
     delete_versions: np.ndarray
     produced_at: np.ndarray  # seconds since the epoch, per kept change
     superseded: int  # changes dropped because a later version of the same id was in the batch
 
 
-def reduce_batch(changes: list[CatalogChange], dim: int) -> Batch:
-    n = len(changes)
-    ids = np.fromiter((c.id for c in changes), np.int64, n)
-    versions = np.fromiter((c.version for c in changes), np.int64, n)
-    ops = np.fromiter((c.op for c in changes), np.int8, n)
-    produced = np.fromiter((c.producer_time_us for c in changes), np.float64, n) / 1e6
+def reduce_batch(changes: Decoded) -> Batch:
+    n = len(changes.ids)
+    ids, versions = changes.ids, changes.versions
     # the highest version of each id (the last one on ties: the stream's order)
     order = np.lexsort((np.arange(n), versions, ids))
     last = np.ones(n, bool)
     last[:-1] = ids[order][1:] != ids[order][:-1]
     keep = np.sort(order[last])
-    up = keep[ops[keep] == UPSERT]
-    rows = np.frombuffer(b"".join(changes[i].embedding for i in up), "<f4").reshape(len(up), dim)
-    de = keep[ops[keep] == DELETE]
+    up = keep[changes.op[keep] == UPSERT]
+    de = keep[changes.op[keep] == DELETE]
     return Batch(
-        upsert_ids=ids[up], upsert_rows=np.array(rows, np.float32), upsert_versions=versions[up],
-        delete_ids=ids[de], delete_versions=versions[de], produced_at=produced[keep], superseded=n - len(keep),
+        upsert_ids=ids[up], upsert_rows=changes.rows[up], upsert_versions=versions[up],
+        upsert_messages=changes.message[up], delete_ids=ids[de], delete_versions=versions[de],
+        produced_at=changes.produced_at[keep], superseded=n - len(keep),
     )

@@ -31,7 +31,7 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from rtindex import validation
-from rtindex.consumers.codec import Poison, decode, reduce_batch
+from rtindex.consumers.codec import Decoded, decode_batch, reduce_batch
 from rtindex.index import Index
 from rtindex.writer import Overloaded, Writer
 
@@ -238,43 +238,40 @@ class KafkaIngestor:
     # ------------------------------------------------------------------ one batch
     def _apply(self, messages: list[Any], dlq: Producer) -> None:
         """Decode, apply through the writer, wait until searchable, record the offsets."""
-        dim = self.index.config.dim
-        changes = []
-        ends: dict[int, int] = {}  # partition -> 1 + last offset (in order within a partition)
-        for msg in messages:
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
+        fetched = [msg for msg in messages if msg.error() is None]
+        if len(fetched) < len(messages):
+            for msg in messages:
+                err = msg.error()
+                if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     log.warning("kafka message error", extra={"error": str(err)})
-                continue
-            ends[msg.partition()] = msg.offset() + 1
-            try:
-                changes.append(decode(msg.key(), msg.value(), dim))
-            except Poison as exc:
-                self._dead_letter(dlq, msg.key(), msg.value(), str(exc), {
-                    "rtindex-source-topic": msg.topic(), "rtindex-source-partition": msg.partition(),
-                    "rtindex-source-offset": msg.offset()}, partition=msg.partition(), offset=msg.offset())
-        self.stats.consumed += len(messages)
+        partitions = np.array([msg.partition() for msg in fetched], np.int64)
+        offsets = np.array([msg.offset() for msg in fetched], np.int64)
+        keys = [msg.key() for msg in fetched]
+        values = [msg.value() for msg in fetched]
+        decoded, poison = decode_batch(keys, values, self.index.config.dim)
         dead_before = self.stats.dead_letters
-        if changes:
-            self._apply_changes(changes, dlq)
+        for i, reason in poison:
+            self._dead_letter(dlq, keys[i], values[i], reason, _source(fetched[i]),
+                              partition=int(partitions[i]), offset=int(offsets[i]))
+        self.stats.consumed += len(messages)
+        if len(decoded.ids):
+            self._apply_changes(decoded, fetched, dlq)
         if self.stats.dead_letters > dead_before:
             dlq.flush(30)  # a skipped message is in the DLQ before its offset is recorded or committed
-        self._record_applied(ends)
+        # 1 + the last offset of each partition (offsets rise within a partition)
+        self._record_applied({int(p): int(offsets[partitions == p].max()) + 1 for p in np.unique(partitions)})
 
-    def _apply_changes(self, changes: list[Any], dlq: Producer) -> None:
+    def _apply_changes(self, changes: Decoded, fetched: list[Any], dlq: Producer) -> None:
         cfg = self.index.config
-        batch = reduce_batch(changes, cfg.dim)
+        batch = reduce_batch(changes)
         self.stats.superseded += batch.superseded
         bad = validation.row_problems(batch.upsert_rows, cfg.metric, cfg.traversal_precision == "float16")
         if bad:
             keep = np.ones(len(batch.upsert_ids), bool)
             keep[list(bad)] = False
-            by_id = {int(c.id): c for c in changes}
             for i, reason in bad.items():
-                change = by_id[int(batch.upsert_ids[i])]
-                self._dead_letter(dlq, str(change.id).encode(), change.SerializeToString(), reason,
-                                  {"rtindex-source-topic": self.settings.topic}, id=change.id)
+                msg = fetched[int(batch.upsert_messages[i])]
+                self._dead_letter(dlq, msg.key(), msg.value(), reason, _source(msg), id=int(batch.upsert_ids[i]))
             batch.upsert_ids, batch.upsert_rows = batch.upsert_ids[keep], batch.upsert_rows[keep]
             batch.upsert_versions = batch.upsert_versions[keep]
         pending = []
@@ -375,3 +372,9 @@ class KafkaIngestor:
         }
         out.update({f"kafka_lag_partition_{p}": v for p, v in sorted(s.lag.items())})
         return out
+
+
+def _source(msg: Any) -> dict[str, Any]:
+    """Where a dead letter came from (its DLQ headers)."""
+    return {"rtindex-source-topic": msg.topic(), "rtindex-source-partition": msg.partition(),
+            "rtindex-source-offset": msg.offset()}

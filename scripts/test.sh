@@ -21,5 +21,5 @@ if [ $# -eq 0 ] && [ "${RTINDEX_SKIP_BOUNDSCHECK:-0}" != 1 ]; then
   echo "== kernel tests with NUMBA_BOUNDSCHECK=1"
   NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR="$PWD/var/numba-boundscheck" python -m pytest -q -p no:cacheprovider \
     tests/test_api.py tests/test_bad_input.py tests/test_churn.py tests/test_concurrency.py \
-    tests/test_lockstep.py tests/test_memory_safety.py tests/test_recall.py
+    tests/test_lockstep.py tests/test_memory_safety.py tests/test_recall.py tests/test_catalog_decode.py
 fi

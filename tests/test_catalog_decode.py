@@ -1,0 +1,171 @@
+"""The consumer's batch decoder (compiled wire parser + protobuf fallback) against the
+protobuf library, message by message: same changes, same poison verdicts and reasons."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rtindex.consumers import codec
+from rtindex.consumers.codec import DELETE, UPSERT, Poison, decode, decode_batch, encode, reduce_batch
+from rtindex.v1.catalog_pb2 import CatalogChange
+
+DIM = 8
+
+
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, wire_type: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | wire_type) + payload
+
+
+def _bytes_field(number: int, data: bytes) -> bytes:
+    return _field(number, 2, _varint(len(data)) + data)
+
+
+def _row(rng: np.random.Generator) -> np.ndarray:
+    return rng.standard_normal(DIM).astype(np.float32)
+
+
+def _valid_messages(rng: np.random.Generator) -> list[tuple[bytes | None, bytes]]:
+    """Valid changes in the shapes a producer may send them."""
+    row, other = _row(rng), _row(rng)
+    emb = row.astype("<f4").tobytes()
+    reordered = (_bytes_field(4, emb) + _field(3, 0, _varint(9)) + _field(2, 0, _varint(77))
+                 + _field(1, 0, _varint(UPSERT)))
+    unknown_fields = (_field(7, 0, _varint(123456789)) + _field(8, 1, b"\x01" * 8) + _bytes_field(9, b"hello")
+                      + _field(10, 5, b"\x02" * 4) + _field(536_870_911, 0, _varint(1)))
+    return [
+        encode(UPSERT, 1, 1, row),
+        encode(DELETE, 2, 5),
+        encode(UPSERT, 0, 0, row),  # id 0 and version 0 are present (proto3 optional)
+        encode(UPSERT, 2**62, 2**40, row, categories=(3, 2**40)),  # packed categories
+        (None, encode(UPSERT, 3, 1, row)[1]),  # no key
+        (b"44", codec.stamp(codec.stamp(encode(UPSERT, 44, 2, row)[1], 1.0), 2.5)),  # last time wins
+        (b"77", reordered),
+        (b"5", encode(UPSERT, 5, 1, other)[1] + _bytes_field(4, emb)),  # last embedding wins
+        (b"6", encode(UPSERT, 6, 1, row)[1] + _field(5, 0, _varint(12)) + _field(5, 0, _varint(13))),  # unpacked
+        (b"7", encode(DELETE, 7, 3)[1] + unknown_fields),
+        (b"8", encode(UPSERT, 8, 1, row)[1] + _bytes_field(4, emb) + unknown_fields),
+        (b"9", encode(DELETE, 9, 1)[1] + _bytes_field(4, b"")),  # an empty embedding field
+    ]
+
+
+def _reference(key: bytes | None, value: bytes | None) -> tuple[str, object]:
+    try:
+        change = decode(key, value, DIM)
+    except Poison as exc:
+        return "poison", str(exc)
+    row = np.frombuffer(change.embedding, "<f4") if change.op == UPSERT else None
+    return "ok", (change.op, change.id, change.version, change.producer_time_us / 1e6, row)
+
+
+def _assert_same_as_protobuf(messages: list[tuple[bytes | None, bytes | None]]) -> None:
+    keys = [k for k, _ in messages]
+    values = [v for _, v in messages]
+    decoded, poison = decode_batch(keys, values, DIM)
+    reasons = dict(poison)
+    assert len(decoded.ids) + len(poison) == len(messages)
+    at = {int(m): i for i, m in enumerate(decoded.message)}
+    for m, (key, value) in enumerate(messages):
+        verdict, expected = _reference(key, value)
+        if verdict == "poison":
+            assert reasons.get(m) == expected, (m, key, value)
+            continue
+        assert m in at, (m, key, value, reasons.get(m))
+        i = at[m]
+        op, item_id, version, produced_at, row = expected  # type: ignore[misc]
+        assert (decoded.op[i], decoded.ids[i], decoded.versions[i]) == (op, item_id, version), (m, value)
+        assert decoded.produced_at[i] == produced_at
+        if row is not None:
+            assert decoded.rows[i].tobytes() == row.tobytes(), m
+
+
+def test_valid_messages_decode_like_protobuf_without_falling_back_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    messages = _valid_messages(np.random.default_rng(1))
+    _assert_same_as_protobuf(messages)
+
+    def no_fallback(*args: object) -> None:
+        raise AssertionError("a valid message went to the slow protobuf path")
+
+    monkeypatch.setattr(codec, "decode", no_fallback)
+    decoded, poison = decode_batch([k for k, _ in messages], [v for _, v in messages], DIM)
+    assert not poison and len(decoded.ids) == len(messages)
+
+
+def test_each_kind_of_invalid_message_gets_the_protobuf_verdict_and_reason() -> None:
+    row = np.ones(DIM, np.float32)
+    key, body = encode(UPSERT, 12, 1, row)
+    messages: list[tuple[bytes | None, bytes | None]] = [
+        (key, None),  # tombstone
+        (key, b"\xff\xff\xff"),  # not protobuf
+        (key, body[:-3]),  # truncated embedding
+        (b"13", body),  # key is not the id
+        (b"012", body),  # leading zero
+        (key, encode(UPSERT, 12, 1, np.ones(DIM - 1, np.float32))[1]),  # wrong dim
+        (key, encode(DELETE, 12, 1, row)[1]),  # DELETE with an embedding
+        (key, CatalogChange(op=UPSERT, version=1, embedding=row.tobytes()).SerializeToString()),  # no id
+        (key, CatalogChange(op=UPSERT, id=12, embedding=row.tobytes()).SerializeToString()),  # no version
+        (key, CatalogChange(id=12, version=1).SerializeToString()),  # no op
+        (key, CatalogChange(op=7, id=12, version=1).SerializeToString()),  # unknown op
+        (b"-3", CatalogChange(op=DELETE, id=-3, version=1).SerializeToString()),  # negative id
+        (key, body + _field(2, 2, _varint(1) + b"x")),  # a known field with the wrong wire type
+        (key, body + _field(11, 3, b"")),  # a group
+        (key, body + _varint(1 << 35)),  # a tag beyond 32 bits
+    ]
+    _assert_same_as_protobuf(messages)
+    _, poison = decode_batch([k for k, _ in messages], [v for _, v in messages], DIM)
+    assert len(poison) >= 12  # the fixtures really are poison, not all rescued by the fallback
+
+
+def test_randomly_damaged_messages_get_the_same_verdict_as_protobuf() -> None:
+    rng = np.random.default_rng(7)
+    valid = _valid_messages(rng)
+    messages: list[tuple[bytes | None, bytes | None]] = []
+    for _ in range(3000):
+        key, value = valid[rng.integers(len(valid))]
+        data = bytearray(value)
+        for _ in range(rng.integers(1, 4)):
+            kind = rng.integers(4)
+            at = int(rng.integers(len(data) + 1))
+            if kind == 0 and at < len(data):
+                data[at] = int(rng.integers(256))  # flip a byte
+            elif kind == 1:
+                data = data[:at]  # truncate
+            elif kind == 2:
+                data[at:at] = rng.integers(256, size=int(rng.integers(1, 4))).astype(np.uint8).tobytes()
+            else:
+                data[at:at] = _field(int(rng.integers(1, 12)), int(rng.integers(6)), b"\x01\x01")
+        messages.append((key, bytes(data)))
+    _assert_same_as_protobuf(messages)
+
+
+def test_reduce_keeps_the_highest_version_of_each_id_in_stream_order() -> None:
+    rng = np.random.default_rng(3)
+    rows = [_row(rng) for _ in range(5)]
+    messages = [
+        encode(UPSERT, 1, 2, rows[0]),
+        encode(UPSERT, 1, 1, rows[1]),  # older, arrives later: loses
+        encode(UPSERT, 2, 1, rows[2]),
+        encode(DELETE, 2, 2),
+        encode(UPSERT, 3, 4, rows[3]),
+        encode(UPSERT, 3, 4, rows[4]),  # same version: the later one
+    ]
+    decoded, poison = decode_batch([k for k, _ in messages], [v for _, v in messages], DIM)
+    batch = reduce_batch(decoded)
+    assert not poison and batch.superseded == 3
+    assert batch.upsert_ids.tolist() == [1, 3] and batch.upsert_versions.tolist() == [2, 4]
+    assert np.array_equal(batch.upsert_rows, np.stack([rows[0], rows[4]]))
+    assert batch.upsert_messages.tolist() == [0, 5]
+    assert batch.delete_ids.tolist() == [2] and batch.delete_versions.tolist() == [2]
