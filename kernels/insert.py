@@ -14,6 +14,7 @@ without locks (batch insertion as in ParlayANN):
 import numpy as np
 from numba import njit
 
+from .atomics import fetch_add
 from .beam_search import beam_search_layer, descend_to_level
 from .graph import adjacency, degree_of, row_of, write_row
 from .heaps import heap_drain_descending
@@ -23,8 +24,10 @@ from .select import select_neighbors, sort_pool_descending
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def plan_links(tables, nodes, start, stop, params, mode, greedy_widths, scratch, plan, plan_offsets, counters):
-    """Choose the out-neighbors of nodes[start:stop] on each of their layers.
+def plan_links(tables, nodes, cursor, params, mode, greedy_widths, scratch, plan, plan_offsets, counters):
+    """Choose the out-neighbors of nodes on each of their layers, one node at a time,
+    claimed from the shared ``cursor`` (int64[1], atomically advanced; every worker
+    runs this until all nodes are claimed, so none waits behind a slow chunk).
 
     plan[plan_offsets[b] + level] receives node b's selection for ``level`` (column 0 =
     count). Nothing in the graph is written. ``mode``: how the searches read rows
@@ -34,7 +37,10 @@ def plan_links(tables, nodes, start, stop, params, mode, greedy_widths, scratch,
     entry_nodes = scratch.pool_node[:res_cap]
     entry_scores = scratch.pool_score[:res_cap]
     selected = scratch.selected
-    for b in range(start, stop):
+    while True:
+        b = fetch_add(cursor, 0, 1)
+        if b >= nodes.shape[0]:
+            return
         node = nodes[b]
         query = tables.vectors[tables.node_vec[node]]
         node_level = tables.node_level[node]
@@ -151,9 +157,13 @@ def collect_reverse_edges(tables, nodes, plan, plan_offsets, node_capacity):
     return targets, sources, levels, group_starts
 
 
+REVERSE_CLAIM = 32  # groups a worker claims at a time (a group costs ~1 us)
+
+
 @njit(nogil=True, cache=True, fastmath=True)
-def add_reverse_links(tables, targets, sources, levels, group_starts, g_start, g_stop, params, scratch):
-    """Link each target back to its new in-neighbors (groups g_start:g_stop).
+def add_reverse_links(tables, targets, sources, levels, group_starts, cursor, params, scratch):
+    """Link each target back to its new in-neighbors, REVERSE_CLAIM groups at a time
+    claimed from the shared ``cursor`` (int64[1], as in plan_links).
 
     If the target's row has room the sources are appended; otherwise the row is
     re-selected with the heuristic from its live neighbors plus the sources. The
@@ -166,47 +176,60 @@ def add_reverse_links(tables, targets, sources, levels, group_starts, g_start, g
     vectors = tables.vectors
     node_vec = tables.node_vec
     node_state = tables.node_state
-    for g in range(g_start, g_stop):
-        lo = group_starts[g]
-        hi = group_starts[g + 1]
-        target = targets[lo]
-        level = levels[lo]
-        cap = params.max_degree0 if level == 0 else params.M
-        row = row_of(tables, target, level)
-        if row < 0:
-            continue
-        links = adjacency(tables, level)
-        degree = degree_of(links, row)
-        # sources already in the row (a re-linked node may be an old neighbor) are not added twice
-        n_in = 0
-        for i in range(lo, hi):
-            if not _in_row(links, row, degree, sources[i]):
-                sources[lo + n_in] = sources[i]
-                n_in += 1
-        if n_in == 0:
-            continue
-        if degree + n_in <= cap:
-            for i in range(n_in):
-                links[row, 1 + degree + i] = sources[lo + i]
-            links[row, 0] = degree + n_in
-            continue
-        n_pool = 0
-        capacity = pool_node.shape[0]
-        for i in range(degree):
-            nb = links[row, 1 + i]
-            if node_state[nb] == LIVE:
-                pool_node[n_pool] = nb
-                n_pool += 1
+    n_groups = group_starts.shape[0] - 1
+    while True:
+        g_start = fetch_add(cursor, 0, REVERSE_CLAIM)
+        if g_start >= n_groups:
+            return
+        for g in range(g_start, min(g_start + REVERSE_CLAIM, n_groups)):
+            _link_back(tables, targets, sources, levels, group_starts, g, params, pool_node, pool_score, selected,
+                       vectors, node_vec, node_state)
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def _link_back(tables, targets, sources, levels, group_starts, g, params, pool_node, pool_score, selected, vectors,
+               node_vec, node_state):
+    """add_reverse_links for group g."""
+    lo = group_starts[g]
+    hi = group_starts[g + 1]
+    target = targets[lo]
+    level = levels[lo]
+    cap = params.max_degree0 if level == 0 else params.M
+    row = row_of(tables, target, level)
+    if row < 0:
+        return
+    links = adjacency(tables, level)
+    degree = degree_of(links, row)
+    # sources already in the row (a re-linked node may be an old neighbor) are not added twice
+    n_in = 0
+    for i in range(lo, hi):
+        if not _in_row(links, row, degree, sources[i]):
+            sources[lo + n_in] = sources[i]
+            n_in += 1
+    if n_in == 0:
+        return
+    if degree + n_in <= cap:
         for i in range(n_in):
-            if n_pool == capacity:
-                break
-            pool_node[n_pool] = sources[lo + i]
+            links[row, 1 + degree + i] = sources[lo + i]
+        links[row, 0] = degree + n_in
+        return
+    n_pool = 0
+    capacity = pool_node.shape[0]
+    for i in range(degree):
+        nb = links[row, 1 + i]
+        if node_state[nb] == LIVE:
+            pool_node[n_pool] = nb
             n_pool += 1
-        target_row = node_vec[target]
-        for i in range(n_pool):
-            pool_score[i] = similarity_of_rows(vectors, target_row, node_vec[pool_node[i]], params.metric)
-        sort_pool_descending(pool_node, pool_score, n_pool)
-        n_sel = select_neighbors(
-            tables, pool_node, pool_score, n_pool, cap, params.metric, params.prune_alpha, 0, selected
-        )
-        write_row(links, row, selected, n_sel)
+    for i in range(n_in):
+        if n_pool == capacity:
+            break
+        pool_node[n_pool] = sources[lo + i]
+        n_pool += 1
+    target_row = node_vec[target]
+    for i in range(n_pool):
+        pool_score[i] = similarity_of_rows(vectors, target_row, node_vec[pool_node[i]], params.metric)
+    sort_pool_descending(pool_node, pool_score, n_pool)
+    n_sel = select_neighbors(
+        tables, pool_node, pool_score, n_pool, cap, params.metric, params.prune_alpha, 0, selected
+    )
+    write_row(links, row, selected, n_sel)

@@ -69,14 +69,15 @@ def _insert_sub_batch(engine: Engine, batch: np.ndarray, params: BuildParams) ->
     plan = np.zeros((int(rows_per_node.sum()), 1 + cfg.max_degree0), np.int32)
     capacity = t.node_state.shape[0]
 
-    def plan_chunk(lo: int, hi: int, scratch: Scratch) -> None:
+    cursor = np.zeros(1, np.int64)  # the workers claim nodes from it one by one
+
+    def plan_share(scratch: Scratch) -> None:
         counters = np.zeros(2, np.int64)
         plan_links(
-            t, batch, lo, hi, params, engine.build_mode, engine.greedy_widths, scratch, plan, plan_offsets,
-            counters,
+            t, batch, cursor, params, engine.build_mode, engine.greedy_widths, scratch, plan, plan_offsets, counters,
         )
 
-    engine.workers.run(len(batch), plan_chunk, capacity, params.ef_construction, min_chunk=2)
+    engine.workers.run_shared(len(batch), plan_share, capacity, params.ef_construction, min_share=2)
     write_forward_links(t, batch, plan, plan_offsets)
     targets, sources, edge_levels, group_starts = collect_reverse_edges(t, batch, plan, plan_offsets, capacity)
     engine.note_links(batch)  # the GPU mirror's dirty rows (no-op on the CPU)
@@ -86,12 +87,13 @@ def _insert_sub_batch(engine: Engine, batch: np.ndarray, params: BuildParams) ->
     # all of them, and a hub can draw hundreds in one sub-batch
     largest_group = int(np.diff(group_starts).max()) if n_groups else 0
 
-    def reverse_chunk(lo: int, hi: int, scratch: Scratch) -> None:
-        add_reverse_links(
-            t, targets, sources, edge_levels, group_starts, lo, hi, engine.params, scratch,
-        )
+    reverse_cursor = np.zeros(1, np.int64)
 
-    engine.workers.run(n_groups, reverse_chunk, capacity, 1, results=largest_group + cfg.max_degree0, min_chunk=256)
+    def reverse_share(scratch: Scratch) -> None:
+        add_reverse_links(t, targets, sources, edge_levels, group_starts, reverse_cursor, engine.params, scratch)
+
+    engine.workers.run_shared(n_groups, reverse_share, capacity, 1, results=largest_group + cfg.max_degree0,
+                              min_share=256)
     _promote_entry_points(engine, batch)
 
 

@@ -127,6 +127,27 @@ class Workers:
         futures = [self._pool.submit(run_chunk, bounds[i], bounds[i + 1]) for i in range(n_chunks)]
         return [f.result() for f in futures]
 
+    def run_shared(self, n: int, task: Callable[[Scratch], object], node_capacity: int, beam: int,
+                   results: int = 0, min_share: int = 1) -> list[object]:
+        """Run ``task(scratch)`` on up to one thread per worker (fewer when ``n`` items
+        make fewer than ``min_share`` each); the tasks split the items among themselves
+        (a shared counter in the kernel), so a thread that is ahead takes more."""
+        if n == 0:
+            return []
+        tasks = max(1, min(self.threads, n // max(1, min_share)))
+
+        def run_task() -> object:
+            scratch = self.scratch.acquire(node_capacity, beam, results)
+            try:
+                return task(scratch)
+            finally:
+                self.scratch.release(scratch)
+
+        if tasks == 1 or self._pool is None:
+            return [run_task()]
+        futures = [self._pool.submit(run_task) for _ in range(tasks)]
+        return [f.result() for f in futures]
+
     def close(self) -> None:
         """Forget the pool (it is shared and lives as long as the process)."""
         self._pool = None

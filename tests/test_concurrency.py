@@ -91,3 +91,36 @@ def test_searching_while_another_thread_writes_sees_no_deleted_ids() -> None:
     stats = index.stats()
     assert stats["active_searches"] == 0
     assert stats["node_slots_in_use"] <= 1.3 * len(index) + 200
+
+
+def test_workers_sharing_a_claim_counter_take_every_item_exactly_once() -> None:
+    """The insert kernels split a batch among threads with an atomic counter; a lost or
+    doubled update would skip a node or link it twice."""
+    from numba import njit
+
+    from rtindex.kernels.atomics import fetch_add
+
+    @njit(nogil=True)
+    def claim_all(started, threads, cursor, n, taken):
+        fetch_add(started, 0, 1)
+        spins = 0  # wait (bounded) until every thread runs, so that the claims really race
+        while fetch_add(started, 0, 0) < threads and spins < 500_000_000:
+            spins += 1
+        while True:
+            i = fetch_add(cursor, 0, 1)
+            if i >= n:
+                return
+            taken[i] += 1
+
+    n, threads = 5_000_000, 4
+    claim_all(np.zeros(1, np.int64), 1, np.zeros(1, np.int64), 10, np.zeros(10, np.int64))  # compile first
+    for _ in range(5):  # a race shows in some rounds only (2 cores, 4 threads)
+        started, cursor, taken = np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(n, np.int64)
+        workers = [threading.Thread(target=claim_all, args=(started, threads, cursor, n, taken))
+                   for _ in range(threads)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        assert (taken == 1).all(), np.bincount(taken)
+        assert cursor[0] == n + threads  # each thread's last claim overshoots once
