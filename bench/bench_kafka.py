@@ -140,11 +140,16 @@ def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float
                 time.sleep(max(probe_period, took))
 
     lags: list[float] = []  # the server's total lag, once a second: does it grow?
+    # (items, writer busy seconds, ids written), once a second: how the cost of a
+    # change moves while the index grows during the phase
+    applied: list[tuple[float, float, float]] = []
 
     def lag_sampler() -> None:
         with IndexClient(target, timeout=10) as client:
             while not done.wait(1.0):
-                lags.append(client.stats()["kafka_lag_total"])
+                stats = client.stats()
+                lags.append(stats["kafka_lag_total"])
+                applied.append((stats["items"], stats["write_apply_seconds"], stats["write_ids"]))
 
     thread = threading.Thread(target=prober)
     thread.start()
@@ -169,6 +174,12 @@ def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float
     thread.join()
     sampler.join()
     half = max(1, len(lags) // 2)
+    third = max(1, len(applied) // 3)
+
+    def cost_us(window: list[tuple[float, float, float]]) -> float:  # writer time per change applied
+        ids = window[-1][2] - window[0][2]
+        return 1e6 * (window[-1][1] - window[0][1]) / ids if len(window) > 1 and ids else float("nan")
+
     lat = np.array(latencies) * 1e3
     return data[: producer.sent], {
         "sent": producer.sent, "achieved_rate": achieved, "probes": len(lat), "lost": len(lost), "missed": len(missed),
@@ -176,6 +187,8 @@ def freshness(bootstrap: str, topic: str, target: str, rate: int, seconds: float
         "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
         "server_p50": stats["kafka_apply_latency_p50_ms"], "server_p99": stats["kafka_apply_latency_p99_ms"],
         "lag_end": stats["kafka_lag_total"], "cpu": cpu,
+        "items": (applied[0][0], applied[-1][0]) if applied else (0, 0),
+        "apply_us": (cost_us(applied[: third + 1]), cost_us(applied[-third - 1 :])),
         "machine_busy": busy / max(1, total), "steal": steal / max(1, total),
         "lag_halves": (float(np.mean(lags[:half])) if lags else 0.0, float(np.mean(lags[half:])) if lags[half:] else 0.0),
         # least-squares slope of the lag over the phase, changes per second (a sample a second)
@@ -232,6 +245,8 @@ def main() -> None:
                          f"{result['p99']:.1f}", f"{result['server_p50']:.1f}", f"{result['server_p99']:.1f}",
                          f"{result['lag_halves'][0]:,.0f} / {result['lag_halves'][1]:,.0f} ({result['lag_trend']:+,.0f}/s)",
                          f"{100 * result['reduced']:.0f}%",
+                         f"{result['items'][0] / 1e3:,.0f}k -> {result['items'][1] / 1e3:,.0f}k; "
+                         f"{result['apply_us'][0]:.0f} -> {result['apply_us'][1]:.0f}",
                          " / ".join(f"{100 * result['cpu'][name]:.0f}%" for name in pids),
                          f"{100 * result['machine_busy']:.0f}% / {100 * result['steal']:.0f}%"])
         everything = np.concatenate(ingested)
@@ -249,14 +264,17 @@ def main() -> None:
             f"**{args.n / apply_s:,.0f} upserts/s** sustained.\n",
             table(["target rate /s", "achieved /s", "probes", "missed / not stored", "probe p50 ms", "probe p99 ms",
                    "server produce->applied p50 ms", "p99 ms", "mean lag 1st / 2nd half (trend)", "narrower beam",
-                   "CPU server / broker / bench", "machine busy / steal"], rows),
+                   "items; writer us per change, 1st -> last third", "CPU server / broker / bench", "machine busy / steal"], rows),
             "",
             f"Recall@10 of the final index ({len(everything):,} items; 1,000 held-out queries from the preload's "
             f"distribution, exact inner-product top-10): ef=32 {recall[32]:.4f}, ef=64 {recall[64]:.4f}. "
             "\"missed / not stored\": probes stored but not among the 10 results for their own vector "
             "(a recall miss, not in the latency figures) / not stored within 30 s. "
-            "\"trend\": least-squares slope of the lag sampled once a second (changes/s; the index "
-            "grows during a phase, so an insert costs a little more at its end than at its start). "
+            "\"trend\": least-squares slope of the lag sampled once a second (changes/s). "
+            "\"items; writer us per change\": the index grows during a phase, and so does the cost of an insert: "
+            "the writer's busy time per change applied in the first and the last third of the phase (the "
+            "synthetic clusters are 128-dimensional Gaussian balls, close to the hardest case for a graph index: "
+            "offline, an insert at beam 64 costs ~3x more at 250k items than at 120k as the phase's clusters fill). "
             "\"narrower beam\": share of the phase's upserts the writer linked with a beam narrower than "
             "ef_construction (down to ef_construction_min) to stay within its freshness budget (rtindex/writer.py). "
             "\"CPU\": share of one core each process used during the phase (the bench process produces "
