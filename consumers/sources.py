@@ -32,7 +32,14 @@ def dataset_changes(vectors: np.ndarray, start_id: int = 0, version: int = 1) ->
 
 def churn_changes(n: int, dim: int, live: int = 10_000, seed: int = 0) -> Iterator[Change]:
     """First ``live`` inserts, then a mix: 40% inserts, 40% deletes, 20% refreshes
-    (the live count stays near ``live``); versions grow per item."""
+    (the live count stays near ``live``; with none live, an insert); versions grow per
+    item."""
+    if n < 0 or live < 0:
+        raise ValueError(f"a churn stream needs n >= 0 changes and live >= 0 items, got n={n}, live={live}")
+    return _churn(n, dim, live, seed)
+
+
+def _churn(n: int, dim: int, live: int, seed: int) -> Iterator[Change]:
     rng = np.random.default_rng(seed)
     data = datasets.clustered(n + live, dim, seed=seed)
     alive: list[int] = []
@@ -41,7 +48,7 @@ def churn_changes(n: int, dim: int, live: int = 10_000, seed: int = 0) -> Iterat
     next_id = 0
     for i in range(n):
         r = rng.random()
-        if len(alive) < live or r < 0.4:
+        if len(alive) < max(live, 1) or r < 0.4:
             item, op = next_id, UPSERT
             next_id += 1
             position[item] = len(alive)

@@ -82,7 +82,11 @@ def _produce(args: argparse.Namespace) -> int:
         vectors = datasets.load(args.dataset).base
         changes, total = dataset_changes(vectors, args.start_id, args.version), len(vectors)
     else:
-        changes, total = churn_changes(args.churn, args.dim, args.live, args.seed), args.churn
+        try:
+            changes, total = churn_changes(args.churn, args.dim, args.live, args.seed), args.churn
+        except ValueError as exc:
+            print(f"rtindex produce: {exc} (--churn, --live)", file=sys.stderr)
+            return 2
     try:
         ensure_topic(args.bootstrap, args.topic, args.partitions)
     except (RuntimeError, Exception) as exc:

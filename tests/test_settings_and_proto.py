@@ -104,3 +104,32 @@ def test_a_change_encoded_ahead_carries_the_time_it_is_stamped_with() -> None:
     # stamped again (a retried send): the later time wins
     assert decode(key, stamp(stamp(body, 1.0), 2.0), 4).producer_time_us == 2_000_000
     assert encode(UPSERT, 7, 3, row, (2, 5), produced_at=1_700_000_000.25) == (key, stamp(body, 1_700_000_000.25))
+
+
+@pytest.mark.parametrize("live", [0, 1, 50])
+def test_a_generated_churn_stream_only_deletes_or_refreshes_live_items(live: int) -> None:
+    from rtindex.consumers.codec import DELETE, UPSERT
+    from rtindex.consumers.sources import churn_changes
+
+    alive: set[int] = set()
+    versions: dict[int, int] = {}
+    ops = list(churn_changes(2_000, 8, live=live, seed=3))
+    assert len(ops) == 2_000
+    for op, item, version, row in ops:
+        assert version == versions.get(item, 0) + 1  # versions grow by one per item
+        versions[item] = version
+        if op == DELETE:
+            assert item in alive and row is None
+            alive.discard(item)
+        else:
+            assert op == UPSERT and row is not None and row.shape == (8,)
+            alive.add(item)
+    assert {op for op, *_ in ops} == {UPSERT, DELETE}
+    assert len(alive) <= max(live, 1) + 200  # stays near the requested size
+
+
+def test_a_churn_stream_with_a_negative_size_is_refused() -> None:
+    from rtindex.consumers.sources import churn_changes
+
+    with pytest.raises(ValueError, match="live >= 0"):
+        churn_changes(10, 8, live=-1)  # at once, before anything is produced
