@@ -170,26 +170,24 @@ def add_reverse_links(tables, targets, sources, levels, group_starts, cursor, pa
     scratch pool must hold a row plus the largest group (the caller sizes it); sources
     beyond it are not considered, never written past the buffer.
     """
-    pool_node = scratch.pool_node
-    pool_score = scratch.pool_score
-    selected = scratch.selected
-    vectors = tables.vectors
-    node_vec = tables.node_vec
-    node_state = tables.node_state
     n_groups = group_starts.shape[0] - 1
     while True:
         g_start = fetch_add(cursor, 0, REVERSE_CLAIM)
         if g_start >= n_groups:
             return
         for g in range(g_start, min(g_start + REVERSE_CLAIM, n_groups)):
-            _link_back(tables, targets, sources, levels, group_starts, g, params, pool_node, pool_score, selected,
-                       vectors, node_vec, node_state)
+            _link_back(tables, targets, sources, levels, group_starts, g, params, scratch)
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def _link_back(tables, targets, sources, levels, group_starts, g, params, pool_node, pool_score, selected, vectors,
-               node_vec, node_state):
+def _link_back(tables, targets, sources, levels, group_starts, g, params, scratch):
     """add_reverse_links for group g."""
+    pool_node = scratch.pool_node
+    pool_score = scratch.pool_score
+    selected = scratch.selected
+    vectors = tables.vectors
+    node_vec = tables.node_vec
+    node_state = tables.node_state
     lo = group_starts[g]
     hi = group_starts[g + 1]
     target = targets[lo]
