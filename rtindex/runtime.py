@@ -135,18 +135,8 @@ class Workers:
         if n == 0:
             return []
         tasks = max(1, min(self.threads, n // max(1, min_share)))
-
-        def run_task() -> object:
-            scratch = self.scratch.acquire(node_capacity, beam, results)
-            try:
-                return task(scratch)
-            finally:
-                self.scratch.release(scratch)
-
-        if tasks == 1 or self._pool is None:
-            return [run_task()]
-        futures = [self._pool.submit(run_task) for _ in range(tasks)]
-        return [f.result() for f in futures]
+        return self.run(tasks, lambda _lo, _hi, scratch: task(scratch), node_capacity, beam, results,
+                        chunks_per_thread=1)
 
     def close(self) -> None:
         """Forget the pool (it is shared and lives as long as the process)."""
