@@ -2,14 +2,17 @@
 
 Writes are serialized by one lock (single writer) and applied in batches; searches run
 concurrently from any number of threads and never see a deleted item once ``delete``
-has returned.
+has returned. ``get`` does not wait for a write either: a write marks the short steps
+that change what it reads (a sequence lock), and a ``get`` that overlapped one reads
+again, so it sees each batch entirely or not at all.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +28,9 @@ from rtindex.repair import consolidate, consolidation_due, fix_entry_points, tom
 from rtindex.scorers import MetricScorer, Scorer
 from rtindex.search import SearchResult, search_batch
 from rtindex.storage import Allocate, GraphStore, Graveyard, IdMap, copy_out
+
+# a get retries this often while writes keep publishing, then waits for the write lock
+OPTIMISTIC_GETS = 64
 
 # per-id outcomes
 INSERTED, REFRESHED, SKIPPED_STALE = 0, 1, 2
@@ -149,6 +155,8 @@ class Index:
         self._graveyard = Graveyard(config.deleted_versions_kept)
         self._rng = np.random.default_rng(config.seed)
         self._write_lock = threading.Lock()
+        # odd while a write changes what get() reads; a get that saw it move reads again
+        self._publish_seq = 0
         # queries reach it already normalised, so it scores with the plain inner product
         self._metric_scorer = MetricScorer("ip" if config.metric == "cosine" else config.metric, config.dim)
         self.device = "cpu" if gpu.attach(self._engine) is None else "cuda"
@@ -235,34 +243,36 @@ class Index:
             upper_rows = store.upper_slots.allocate(int(levels.sum()))
             store.ensure_capacity(store.node_slots.high_water, store.upper_slots.high_water, store.item_slots.high_water)
             t = store.tables
-            t.vectors[vector_rows] = rows[order]
-            if t.vectors16.shape[1]:
-                t.vectors16[vector_rows] = rows[order].astype(np.float16).view(np.uint16)
-            items = np.concatenate([new_items, slots[refresh]])
-            self._write_nodes(nodes, vector_rows, items, levels, upper_rows)
-            engine.note_nodes(nodes)
-            engine.note_items(new_items)
-            t.item_ids[new_items] = ids[new]
-            t.item_versions[new_items] = new_versions[: len(new)]
-            t.item_vec[new_items] = vector_rows[: len(new)]
-            t.item_first_node[new_items] = nodes[: len(new)]
-            t.item_state[new_items] = ITEM_LIVE
+            with self._publishing():  # the rows and item slots may be reused ones
+                t.vectors[vector_rows] = rows[order]
+                if t.vectors16.shape[1]:
+                    t.vectors16[vector_rows] = rows[order].astype(np.float16).view(np.uint16)
+                items = np.concatenate([new_items, slots[refresh]])
+                self._write_nodes(nodes, vector_rows, items, levels, upper_rows)
+                engine.note_nodes(nodes)
+                engine.note_items(new_items)
+                t.item_ids[new_items] = ids[new]
+                t.item_versions[new_items] = new_versions[: len(new)]
+                t.item_vec[new_items] = vector_rows[: len(new)]
+                t.item_first_node[new_items] = nodes[: len(new)]
+                t.item_state[new_items] = ITEM_LIVE
 
             link_new_nodes(engine, nodes, engine.params._replace(ef_construction=ef))
             if ef < cfg.ef_construction:
                 engine.counters.reduced_ef_linked += n
 
-            if len(refresh):
-                # the new node is linked; now retire the old one (a search in between
-                # may meet both and returns the item once)
-                refreshed_items = slots[refresh]
-                old_first = t.item_first_node[refreshed_items].copy()
-                t.item_first_node[refreshed_items] = nodes[len(new) :]
-                t.item_vec[refreshed_items] = vector_rows[len(new) :]
-                t.item_versions[refreshed_items] = new_versions[len(new) :]
-                engine.note_chain_states(old_first)
-                tombstone_nodes_of(engine, old_first)
-            self._ids.put(ids[new], new_items)
+            with self._publishing():  # the batch becomes visible to get()
+                if len(refresh):
+                    # the new node is linked; now retire the old one (a search in between
+                    # may meet both and returns the item once)
+                    refreshed_items = slots[refresh]
+                    old_first = t.item_first_node[refreshed_items].copy()
+                    t.item_first_node[refreshed_items] = nodes[len(new) :]
+                    t.item_vec[refreshed_items] = vector_rows[len(new) :]
+                    t.item_versions[refreshed_items] = new_versions[len(new) :]
+                    engine.note_chain_states(old_first)
+                    tombstone_nodes_of(engine, old_first)
+                self._ids.put(ids[new], new_items)
             if versions is not None:
                 self._graveyard.forget(ids[new])
             engine.counters.inserted += len(new)
@@ -312,16 +322,17 @@ class Index:
             if versions is not None:
                 apply &= versions > t.item_versions[np.maximum(slots, 0)]
             doomed = slots[apply]
-            engine.note_chain_states(t.item_first_node[doomed])
-            tombstone_nodes_of(engine, t.item_first_node[doomed])
-            t.item_state[doomed] = ITEM_DELETED
-            if versions is not None:
-                t.item_versions[doomed] = versions[apply]
-                # remember versioned deletes, of unknown ids too: in a replay the delete
-                # may come before an older upsert of the same id
-                unknown_newer = ~known & (versions > self._graveyard.versions_of(ids))
-                self._graveyard.record(ids[apply | unknown_newer], versions[apply | unknown_newer])
-            self._ids.remove(ids[apply])
+            with self._publishing():
+                engine.note_chain_states(t.item_first_node[doomed])
+                tombstone_nodes_of(engine, t.item_first_node[doomed])
+                t.item_state[doomed] = ITEM_DELETED
+                if versions is not None:
+                    t.item_versions[doomed] = versions[apply]
+                    # remember versioned deletes, of unknown ids too: in a replay the delete
+                    # may come before an older upsert of the same id
+                    unknown_newer = ~known & (versions > self._graveyard.versions_of(ids))
+                    self._graveyard.record(ids[apply | unknown_newer], versions[apply | unknown_newer])
+                self._ids.remove(ids[apply])
             skipped = int(known.sum() - apply.sum())
             engine.counters.deleted += len(doomed)
             engine.counters.skipped_stale += skipped
@@ -330,6 +341,17 @@ class Index:
             outcome[apply] = DELETED
             outcome[known & ~apply] = SKIPPED_STALE
             return DeleteResult(deleted=len(doomed), unknown_ids=ids[~known], skipped_stale=skipped, outcome=outcome)
+
+    @contextlib.contextmanager
+    def _publishing(self) -> Iterator[None]:
+        """Bracket a step that changes what ``get`` reads (the id map, item slots and
+        their versions, the vectors of reused rows). Only the writer, holding the write
+        lock, calls it."""
+        self._publish_seq += 1
+        try:
+            yield
+        finally:
+            self._publish_seq += 1
 
     def _after_write(self) -> None:
         fix_entry_points(self._engine)
@@ -403,16 +425,31 @@ class Index:
         return search_batch(self._engine, q, k, ef, widths, beam)
 
     def get(self, ids: object) -> GetResult:
-        """Stored embedding and version of each id (found=False for unknown ids)."""
+        """Stored embedding and version of each id (found=False for unknown ids), as of
+        the last write batch that completed: a write in progress is not waited for."""
         ids = validation.as_ids(ids, "get")
+        for attempt in range(OPTIMISTIC_GETS):
+            seq = self._publish_seq
+            if seq % 2 == 0:
+                try:
+                    result = self._read_items(ids)
+                except IndexError:  # the tables changed under the read (it is discarded)
+                    result = None
+                if result is not None and self._publish_seq == seq:
+                    return result
+            time.sleep(0 if attempt < 8 else 1e-4)  # a publishing step takes ~a millisecond
         with self._write_lock:
-            slots = self._ids.get(ids)
-            found = slots >= 0
-            t = self._engine.store.tables
-            vectors = np.full((len(ids), self.config.dim), np.nan, np.float32)
-            vectors[found] = t.vectors[t.item_vec[slots[found]]]
-            versions = np.full(len(ids), -1, np.int64)
-            versions[found] = t.item_versions[slots[found]]
+            return self._read_items(ids)
+
+    def _read_items(self, ids: np.ndarray) -> GetResult:
+        slots = self._ids.get(ids)
+        found = slots >= 0
+        hit = slots[found]
+        t = self._engine.store.tables
+        vectors = np.full((len(ids), self.config.dim), np.nan, np.float32)
+        vectors[found] = t.vectors[t.item_vec[hit]]
+        versions = np.full(len(ids), -1, np.int64)
+        versions[found] = t.item_versions[hit]
         return GetResult(found=found, vectors=vectors, versions=versions)
 
     @property

@@ -276,32 +276,46 @@ class GraphStore:
 
 
 class IdMap:
-    """External id -> item slot (numba hash table; keeps load factor <= 1/2)."""
+    """External id -> item slot (numba hash table; keeps load factor <= 1/2).
+
+    The two arrays are replaced together, as one tuple, when the table grows: a reader
+    that did not take the writer's lock (``Index.get``) always probes a key array and
+    a value array of the same size, so it may read a stale or half-written entry (it
+    checks for that itself) but never outside the arrays."""
 
     def __init__(self, capacity: int = 1024) -> None:
         size = 1 << max(4, int(np.ceil(np.log2(2 * capacity))))
-        self.keys = np.full(size, EMPTY, np.int64)
-        self.vals = np.full(size, -1, np.int32)
+        self._table = (np.full(size, EMPTY, np.int64), np.full(size, -1, np.int32))
         self.count = 0
 
+    @property
+    def keys(self) -> np.ndarray:
+        return self._table[0]
+
+    @property
+    def vals(self) -> np.ndarray:
+        return self._table[1]
+
     def get(self, ids: np.ndarray) -> np.ndarray:
+        keys, vals = self._table
         out = np.empty(ids.shape[0], np.int32)
-        idmap_get(self.keys, self.vals, ids, out)
+        idmap_get(keys, vals, ids, out)
         return out
 
     def put(self, ids: np.ndarray, slots: np.ndarray) -> None:
-        if 2 * (self.count + len(ids)) > self.keys.shape[0]:
-            size = self.keys.shape[0]
+        keys, vals = self._table
+        if 2 * (self.count + len(ids)) > keys.shape[0]:
+            size = keys.shape[0]
             while 2 * (self.count + len(ids)) > size:
                 size *= 2
-            keys = np.full(size, EMPTY, np.int64)
-            vals = np.full(size, -1, np.int32)
-            idmap_rehash(self.keys, self.vals, keys, vals)
-            self.keys, self.vals = keys, vals
-        self.count += idmap_put(self.keys, self.vals, ids, slots)
+            grown = (np.full(size, EMPTY, np.int64), np.full(size, -1, np.int32))
+            idmap_rehash(keys, vals, *grown)
+            self._table = grown
+            keys, vals = grown
+        self.count += idmap_put(keys, vals, ids, slots)
 
     def remove(self, ids: np.ndarray) -> None:
-        self.count -= idmap_remove(self.keys, self.vals, ids)
+        self.count -= idmap_remove(*self._table, ids)
 
     def export_views(self, prefix: str) -> dict[str, np.ndarray]:
         return {f"{prefix}_keys": self.keys, f"{prefix}_vals": self.vals,
@@ -310,7 +324,7 @@ class IdMap:
     @classmethod
     def restore(cls, prefix: str, arrays: dict[str, np.ndarray]) -> IdMap:
         m = cls()
-        m.keys, m.vals = arrays[f"{prefix}_keys"].astype(np.int64), arrays[f"{prefix}_vals"].astype(np.int32)
+        m._table = (arrays[f"{prefix}_keys"].astype(np.int64), arrays[f"{prefix}_vals"].astype(np.int32))
         m.count = int(arrays[f"{prefix}_count"][0])
         return m
 

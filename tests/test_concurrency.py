@@ -3,6 +3,7 @@ returned, every acknowledged write searchable."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -124,3 +125,83 @@ def test_workers_sharing_a_claim_counter_take_every_item_exactly_once() -> None:
             t.join()
         assert (taken == 1).all(), np.bincount(taken)
         assert cursor[0] == n + threads  # each thread's last claim overshoots once
+
+
+def test_get_does_not_wait_for_a_write_in_progress() -> None:
+    pool = datasets.clustered(42_000, DIM, clusters=40, seed=4)
+    index = Index(dim=DIM, metric="l2", M=8, ef_construction=64, threads=2)
+    index.upsert(np.arange(2000), pool[:2000])
+    big = threading.Thread(target=index.upsert, args=(np.arange(2000, 42_000), pool[2000:]))
+    big.start()
+    # the big batch takes seconds; wait until the writer holds it
+    while not index._write_lock.locked():
+        time.sleep(0.001)
+    t0 = time.perf_counter()
+    got = index.get(np.array([0, 1999, 2000, 41_999]))
+    took = time.perf_counter() - t0
+    still_writing = big.is_alive()
+    big.join()
+    assert still_writing, f"get returned only after the write in progress ({took:.2f} s)"
+    # the state before the batch: its items not yet there, the earlier ones intact
+    np.testing.assert_array_equal(got.found, [True, True, False, False])
+    np.testing.assert_array_equal(got.vectors[:2], pool[[0, 1999]])
+    assert index.get([41_999]).found[0]
+
+
+def test_get_sees_each_write_batch_entirely_or_not_at_all() -> None:
+    """Round r upserts items 0..499 at version 2r+1 (row = [version, id, ...]), then
+    deletes items 0..99 at version 2r+2. A get of all 500 must see one of those two
+    states, never a mix, while the writer runs and threads switch as often as they can."""
+    n, dim = 500, 8
+    index = Index(dim=dim, metric="l2", M=8, ef_construction=32, threads=1)
+    ids = np.arange(n)
+
+    def rows(version: int) -> np.ndarray:
+        x = np.zeros((n, dim), np.float32)
+        x[:, 0] = version
+        x[:, 1] = ids
+        x[:, 2:] = np.random.default_rng(version).random((n, dim - 2))
+        return x
+
+    index.upsert(ids, rows(1), np.full(n, 1))
+    stop = threading.Event()
+    errors: list[str] = []
+    gets = [0]
+
+    def writer() -> None:
+        for r in range(1, 400):
+            index.upsert(ids, rows(2 * r + 1), np.full(n, 2 * r + 1))
+            index.delete(ids[:100], np.full(100, 2 * r + 2))
+        stop.set()
+
+    def reader() -> None:
+        while not stop.is_set() and len(errors) < 5:
+            got = index.get(ids)
+            gets[0] += 1
+            found = got.found
+            if not found[100:].all():
+                errors.append(f"items 100..499 are never deleted, {int((~found[100:]).sum())} missing")
+                continue
+            version = got.versions[100]
+            whole = found[:100].all()
+            if not (whole or not found[:100].any()):
+                errors.append(f"items 0..99 half deleted: {int(found[:100].sum())} of 100 found")
+            if not (got.versions[found] == version).all():
+                errors.append(f"versions mixed: {np.unique(got.versions[found])}")
+            if not (got.vectors[found, 0] == got.versions[found]).all():
+                errors.append("a vector of another version than the one reported")
+            if not (got.vectors[found, 1] == ids[found]).all():
+                errors.append("a vector of another item")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[:5]
+    assert gets[0] > 100, f"only {gets[0]} gets ran alongside the writer"
