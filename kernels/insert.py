@@ -30,8 +30,9 @@ def plan_links(tables, nodes, cursor, params, mode, greedy_widths, scratch, plan
     runs this until all nodes are claimed, so none waits behind a slow chunk).
 
     plan[plan_offsets[b] + level] receives node b's selection for ``level`` (column 0 =
-    count). Nothing in the graph is written. ``mode``: how the searches read rows
-    (float32: a float16 walk made builds no faster and the graph no better).
+    count). Nothing in the graph is written. ``mode``: how the searches read rows (the
+    float16 copy when there is one: the walk is bound by memory traffic; the candidates'
+    scores are then float16-rounded, the selection's pairwise checks exact float32).
     """
     res_cap = scratch.res_key.shape[0]
     entry_nodes = scratch.pool_node[:res_cap]
