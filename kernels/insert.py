@@ -19,7 +19,7 @@ from .beam_search import beam_search_layer, descend_to_level
 from .graph import adjacency, degree_of, row_of, write_row
 from .heaps import heap_drain_descending
 from .layout import LIVE
-from .scoring import similarity_of_rows
+from .scoring import score_pool
 from .select import select_neighbors, sort_pool_descending
 
 
@@ -32,7 +32,8 @@ def plan_links(tables, nodes, cursor, params, mode, greedy_widths, scratch, plan
     plan[plan_offsets[b] + level] receives node b's selection for ``level`` (column 0 =
     count). Nothing in the graph is written. ``mode``: how the searches read rows (the
     float16 copy when there is one: the walk is bound by memory traffic; the candidates'
-    scores are then float16-rounded, the selection's pairwise checks exact float32).
+    scores are then float16-rounded, and with ``params.half`` the selection's pairwise
+    checks read the same copy, whose rows the walk has just brought into cache).
     """
     res_cap = scratch.res_key.shape[0]
     entry_nodes = scratch.pool_node[:res_cap]
@@ -68,7 +69,7 @@ def plan_links(tables, nodes, cursor, params, mode, greedy_widths, scratch, plan
                 break
             n_sel = select_neighbors(
                 tables, entry_nodes, entry_scores, n_res, params.M, params.metric, params.prune_alpha,
-                params.M if params.fill else 0, selected,
+                params.M if params.fill else 0, selected, params.half,
             )
             plan[base + level, 0] = n_sel
             for i in range(n_sel):
@@ -186,7 +187,6 @@ def _link_back(tables, targets, sources, levels, group_starts, g, params, scratc
     pool_node = scratch.pool_node
     pool_score = scratch.pool_score
     selected = scratch.selected
-    vectors = tables.vectors
     node_vec = tables.node_vec
     node_state = tables.node_state
     lo = group_starts[g]
@@ -224,11 +224,9 @@ def _link_back(tables, targets, sources, levels, group_starts, g, params, scratc
             break
         pool_node[n_pool] = sources[lo + i]
         n_pool += 1
-    target_row = node_vec[target]
-    for i in range(n_pool):
-        pool_score[i] = similarity_of_rows(vectors, target_row, node_vec[pool_node[i]], params.metric)
+    score_pool(tables, node_vec[target], pool_node, pool_score, 0, n_pool, params.metric, params.half)
     sort_pool_descending(pool_node, pool_score, n_pool)
     n_sel = select_neighbors(
-        tables, pool_node, pool_score, n_pool, cap, params.metric, params.prune_alpha, 0, selected
+        tables, pool_node, pool_score, n_pool, cap, params.metric, params.prune_alpha, 0, selected, params.half
     )
     write_row(links, row, selected, n_sel)

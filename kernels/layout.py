@@ -118,6 +118,7 @@ class BuildParams(NamedTuple):
     fill: bool  # a new node's row: refill pruned places with the best pruned candidates
     repair_alpha: float  # RobustPrune factor when repairing after deletes
     repair_widen: int  # rows of this many closest live candidates join the repair pool
+    half: bool  # choosing links (selection, reverse-link pruning, repair) compares rows on the float16 copy
 
 
 # metric codes passed to kernels: similarity is q.x (ip; cosine on unit-norm rows) or

@@ -17,7 +17,7 @@ from numba import njit
 
 from .graph import adjacency, degree_of, next_stamp, row_of, write_row
 from .layout import LIVE, TOMBSTONE
-from .scoring import similarity_of_rows
+from .scoring import score_pool, similarity_of_rows
 from .select import select_neighbors, sort_pool_descending
 
 
@@ -73,7 +73,6 @@ def repair_in_neighbors(tables, start, stop, params, scratch):
     visited = scratch.visited
     node_state = tables.node_state
     node_vec = tables.node_vec
-    vectors = tables.vectors
     repaired = 0
     for p in range(start, stop):
         if node_state[p] != LIVE:
@@ -109,8 +108,7 @@ def repair_in_neighbors(tables, start, stop, params, scratch):
                 if v_row >= 0:
                     n_pool = _add_row_to_pool(tables, links, v_row, visited, stamp, pool_node, n_pool)
             p_row = node_vec[p]
-            for i in range(n_pool):
-                pool_score[i] = similarity_of_rows(vectors, p_row, node_vec[pool_node[i]], params.metric)
+            score_pool(tables, p_row, pool_node, pool_score, 0, n_pool, params.metric, params.half)
             sort_pool_descending(pool_node, pool_score, n_pool)
             if params.repair_widen > 0:
                 # widen the pool with the rows of p's closest live candidates: N(v) alone
@@ -121,8 +119,7 @@ def repair_in_neighbors(tables, start, stop, params, scratch):
                     u_row = row_of(tables, pool_node[a], level)
                     if u_row >= 0:
                         n_pool = _add_row_to_pool(tables, links, u_row, visited, stamp, pool_node, n_pool)
-                for i in range(n_first, n_pool):
-                    pool_score[i] = similarity_of_rows(vectors, p_row, node_vec[pool_node[i]], params.metric)
+                score_pool(tables, p_row, pool_node, pool_score, n_first, n_pool, params.metric, params.half)
                 sort_pool_descending(pool_node, pool_score, n_pool)
             cap = params.max_degree0 if level == 0 else params.M
             # RobustPrune with DiskANN's growing alpha keeps the long edges a deleted node
@@ -130,7 +127,7 @@ def repair_in_neighbors(tables, start, stop, params, scratch):
             # thin the graph a little with every repair, and recall with it)
             n_sel = select_neighbors(
                 tables, pool_node, pool_score, n_pool, cap, params.metric, params.repair_alpha,
-                degree, selected,
+                degree, selected, params.half,
             )
             write_row(links, row, selected, n_sel)
             repaired += 1

@@ -7,11 +7,11 @@ import numpy as np
 from numba import njit
 
 from .layout import METRIC_L2
-from .scoring import similarity_of_rows
+from .scoring import similarity_of_halves, similarity_of_rows
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def select_neighbors(tables, pool_node, pool_score, n_pool, max_degree, metric, prune_alpha, fill_to, selected):
+def select_neighbors(tables, pool_node, pool_score, n_pool, max_degree, metric, prune_alpha, fill_to, selected, half):
     """Pick up to ``max_degree`` diverse neighbors from a candidate pool.
 
     pool_node/pool_score: candidates and their similarity to the base node, sorted best
@@ -20,10 +20,12 @@ def select_neighbors(tables, pool_node, pool_score, n_pool, max_degree, metric, 
     1.44, ... up to ``prune_alpha`` keep the candidates not occluded at that factor
     (a = 1 alone is hnswlib's heuristic; the schedule is DiskANN's occlude_list).
     Then, up to ``fill_to`` entries, the closest remaining candidates fill the row.
+    ``half``: the pairwise checks read the float16 copy of the rows.
     Writes ``selected``; returns the count.
     """
-    vectors = tables.vectors
     node_vec = tables.node_vec
+    vectors = tables.vectors
+    halves = tables.vectors16
     offset = np.float32(0.0) if metric == METRIC_L2 else np.float32(1.0)
     n_sel = 0
     alpha = np.float32(1.0)
@@ -39,7 +41,10 @@ def select_neighbors(tables, pool_node, pool_score, n_pool, max_degree, metric, 
             to_base = offset - pool_score[i]
             keep = True
             for j in range(n_sel):
-                between = offset - similarity_of_rows(vectors, cand_row, node_vec[selected[j]], metric)
+                if half:
+                    between = offset - similarity_of_halves(halves, cand_row, node_vec[selected[j]], metric)
+                else:
+                    between = offset - similarity_of_rows(vectors, cand_row, node_vec[selected[j]], metric)
                 if alpha * between <= to_base:
                     keep = False
                     break
