@@ -40,8 +40,9 @@ class Engine:
     workers: Workers
     epochs: ReaderEpochs
     params: BuildParams
-    search_mode: SearchMode  # how searches read rows (float16 copy with traversal_precision="float16")
-    build_mode: SearchMode  # how insertion's searches read rows (the same copy as searches)
+    # how beam searches read rows, those of queries and of insertion alike (the float16
+    # copy with traversal_precision="float16")
+    search_mode: SearchMode
     greedy_widths: np.ndarray  # int32[max_level + 1] of zeros: width 1 on every upper level
     search_kernel: BoundKernel = field(default_factory=lambda: BoundKernel(search_queries))
     live_nodes: int = 0
@@ -75,9 +76,10 @@ class Engine:
     def create(cls, config: IndexConfig) -> Engine:
         scratch = ScratchPool(config.max_degree0, max_idle=4 * config.worker_threads + 4)
         code = metric_code(config.metric)
+        half = config.traversal_precision == "float16"
         return cls(
             config=config,
-            store=GraphStore(config.dim, config.M, config.initial_capacity, config.traversal_precision == "float16"),
+            store=GraphStore(config.dim, config.M, config.initial_capacity, half),
             workers=Workers(config.worker_threads, scratch),
             epochs=ReaderEpochs(),
             params=BuildParams(
@@ -93,11 +95,10 @@ class Engine:
                 # the ones the walk just read (in cache, half the bytes): 1.08-1.10x faster
                 # inserts at beam 64, 1.07-1.10x at 200 (paired, 100k -> 160k x 128); recall
                 # of a build on clustered 100k, sift5k, glove25 and mnist the same within 0.001
-                half=config.traversal_precision == "float16",
+                half=half,
             ),
-            search_mode=SearchMode(metric=code, direct_rows=True, half=config.traversal_precision == "float16"),
             # insertion walks the float16 copy too: 1.19x faster inserts at beam 64, 1.10x
             # at 200 (100k -> 160k x 128, batches of 500 alternating both modes), same recall
-            build_mode=SearchMode(metric=code, direct_rows=True, half=config.traversal_precision == "float16"),
+            search_mode=SearchMode(metric=code, direct_rows=True, half=half),
             greedy_widths=np.zeros(config.max_level + 1, np.int32),
         )

@@ -74,7 +74,7 @@ def _insert_sub_batch(engine: Engine, batch: np.ndarray, params: BuildParams) ->
     def plan_share(scratch: Scratch) -> None:
         counters = np.zeros(2, np.int64)
         plan_links(
-            t, batch, cursor, params, engine.build_mode, engine.greedy_widths, scratch, plan, plan_offsets, counters,
+            t, batch, cursor, params, engine.search_mode, engine.greedy_widths, scratch, plan, plan_offsets, counters,
         )
 
     engine.workers.run_shared(len(batch), plan_share, capacity, params.ef_construction, min_share=2)
