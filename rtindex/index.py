@@ -244,9 +244,10 @@ class Index:
             store.ensure_capacity(store.node_slots.high_water, store.upper_slots.high_water, store.item_slots.high_water)
             t = store.tables
             with self._publishing():  # the rows and item slots may be reused ones
-                t.vectors[vector_rows] = rows[order]
+                ordered = rows[order]
+                t.vectors[vector_rows] = ordered
                 if t.vectors16.shape[1]:
-                    t.vectors16[vector_rows] = rows[order].astype(np.float16).view(np.uint16)
+                    t.vectors16[vector_rows] = ordered.astype(np.float16).view(np.uint16)
                 items = np.concatenate([new_items, slots[refresh]])
                 self._write_nodes(nodes, vector_rows, items, levels, upper_rows)
                 engine.note_nodes(nodes)
