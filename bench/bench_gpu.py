@@ -28,7 +28,7 @@ from report import table, write_report
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from rtindex import Index, datasets
-from rtindex.gpu import probe
+from rtindex.core.gpu import probe
 
 K = 10
 

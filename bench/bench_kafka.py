@@ -277,7 +277,7 @@ def main() -> None:
             "offline, an insert at beam 64 costs ~3x more at 280k items than at 120k as the phase's clusters fill, in "
             "rtindex and in hnswlib alike). "
             "\"narrower beam\": share of the phase's upserts the writer linked with a beam narrower than "
-            "ef_construction (down to ef_construction_min) to stay within its freshness budget (rtindex/writer.py). "
+            "ef_construction (down to ef_construction_min) to stay within its freshness budget (rtindex/core/writer.py). "
             "\"CPU\": share of one core each process used during the phase (the bench process produces "
             f"and probes; this machine has {os.cpu_count()} cores); \"machine busy / steal\": share of all "
             "cores busy during the phase, and taken by the hypervisor for other guests (/proc/stat).",

@@ -7,7 +7,7 @@ scorer evaluations.
   (a) MovieLens (examples/movielens.py): trained towers + MLP head, with and without
       NANN's FGSM term;
   (b) a generated catalog (200k x 64 clustered unit vectors, fixed seed) with a
-      random-weight MLP scorer (rtindex.neural.export_random_mlp);
+      random-weight MLP scorer (rtindex.core.neural.export_random_mlp);
   (c) head precision / XLA on (b).
 
 Run: scripts/bench.sh neural [--n 200000] [--queries 200] [--skip-movielens]
@@ -41,7 +41,7 @@ except ImportError:
 import hnswlib
 
 from examples import movielens
-from rtindex.neural import SavedModelScorer, export_random_mlp
+from rtindex.core.neural import SavedModelScorer, export_random_mlp
 
 K = 50
 

@@ -13,7 +13,7 @@ import threading
 
 def start_server(*flags: str) -> tuple[subprocess.Popen, int]:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("RTINDEX_")}, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "rtindex.cli", "serve", "--port", "0", "--log-format", "json",
+    proc = subprocess.Popen([sys.executable, "-m", "rtindex", "serve", "--port", "0", "--log-format", "json",
                              *flags], stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stderr is not None
     for line in proc.stderr:

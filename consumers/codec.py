@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rtindex.api.v1.catalog_pb2 import CatalogChange
 from rtindex.kernels.catalog_wire import ACCEPTED, parse_changes
-from rtindex.v1.catalog_pb2 import CatalogChange
 
 UPSERT = CatalogChange.UPSERT
 DELETE = CatalogChange.DELETE

@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from rtindex import validation
 from rtindex.consumers.codec import Decoded, decode_batch, reduce_batch
-from rtindex.index import Index
-from rtindex.writer import Overloaded, Writer
+from rtindex.core import validation
+from rtindex.core.index import Index
+from rtindex.core.writer import Overloaded, Writer
 
 log = logging.getLogger("rtindex.kafka")
 

@@ -7,7 +7,7 @@
    again on item embeddings pushed by eps * sign(gradient)), which makes the head
    smoother in embedding space so that a graph on the embeddings leads the beam search
    to the head's best items;
-2. export the SavedModel (the contract of ``rtindex.neural``) and the item embeddings
+2. export the SavedModel (the contract of ``rtindex.core.neural``) and the item embeddings
    (``items.npy``, row = movie index, ``movie_ids.npy`` the MovieLens ids);
 3. build an ``rtindex.Index`` on the item embeddings, search every user with the
    neural scorer and report recall@10/@50 against scoring the whole catalog with the
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from rtindex import Index, datasets
-from rtindex.neural import QUERY_SIGNATURE, SCORE_SIGNATURE, SavedModelScorer
+from rtindex.core.neural import QUERY_SIGNATURE, SCORE_SIGNATURE, SavedModelScorer
 
 
 @dataclass

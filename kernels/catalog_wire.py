@@ -1,4 +1,4 @@
-"""Decode a batch of serialized CatalogChange messages (proto/rtindex/v1/catalog.proto)
+"""Decode a batch of serialized CatalogChange messages (proto/rtindex/api/v1/catalog.proto)
 in one compiled pass: the consumer's hot path, instead of a protobuf object per message.
 
 Messages arrive concatenated (``values`` with starts and lengths, -1 = no value; keys

@@ -22,7 +22,7 @@
 // order), the warp reduction here has its own order, so scores can differ in the last
 // bits; ids can then differ where two candidates are within that rounding of each other.
 //
-// No host code here; the launcher is rtindex/gpu/search.py. Compiled with NVRTC (CI
+// No host code here; the launcher is rtindex/core/gpu/search.py. Compiled with NVRTC (CI
 // compiles this file for sm_80 and sm_90 without a GPU: tests/test_gpu.py).
 
 #define FULL_MASK 0xffffffffu
@@ -486,7 +486,7 @@ extern "C" __global__ void hnsw_search(
 }
 
 // Gather embedding rows of candidate nodes into a dense [n, dim] matrix on the device
-// (the input of a neural scorer: see rtindex/gpu/search.py, candidate_rows).
+// (the input of a neural scorer: see rtindex/core/gpu/search.py, candidate_rows).
 extern "C" __global__ void gather_rows(const float* __restrict__ vectors, int dim, const int* __restrict__ nodes, int n,
                                        float* __restrict__ out) {
     const long long total = (long long)n * dim;

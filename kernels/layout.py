@@ -1,7 +1,7 @@
 """Array layout of the mutable graph: one structure of arrays shared by every kernel.
 
 Every table is a plain numpy array so numba kernels can read it without Python objects.
-Tables grow by reallocation (see ``rtindex.storage``); a grown table is published as a
+Tables grow by reallocation (see ``rtindex.core.storage``); a grown table is published as a
 new ``GraphTables`` value, so a search that captured the old value keeps reading a
 consistent (frozen) copy while the writer moves on.
 """

@@ -1,7 +1,7 @@
 """Lock-step batch search (the NANN shape): all queries of a batch advance one expansion
 per step, and the candidates of the whole batch are scored in one call of the scorer,
 which is what a neural network (or a GPU) needs. The orchestration is in
-``rtindex.lockstep``; these kernels do the per-query work of a step.
+``rtindex.core.lockstep``; these kernels do the per-query work of a step.
 
 Per query q: a beam sorted best first (beam_scores/beam_nodes[q, :beam_size[q]]) with
 an expanded flag per entry, and a visited bitmap (visited[q] as uint64 words). The

@@ -1,6 +1,6 @@
 // Dirty-row sync of the GPU mirror: one launch writes the changed rows of every table.
 //
-// The host packs one buffer per sync (rtindex/gpu/mirror.py, DeviceMirror.sync):
+// The host packs one buffer per sync (rtindex/core/gpu/mirror.py, DeviceMirror.sync):
 //   jobs  int64[n_jobs, 4]: destination pointer, row bytes, row count, byte offset of
 //         the job's data in the buffer (int32 row indices, then the rows, each part
 //         16-byte aligned)

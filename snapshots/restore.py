@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from rtindex.index import Index
+from rtindex.core.index import Index
 from rtindex.snapshots.store import Progress, SnapshotInfo, SnapshotStore
 
 log = logging.getLogger("rtindex.snapshots")

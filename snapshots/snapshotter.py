@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from rtindex.index import Index
+from rtindex.core.index import Index
 from rtindex.snapshots.store import Progress, SnapshotInfo, SnapshotStore
 from rtindex.snapshots.writer_process import SnapshotWriterProcess
 

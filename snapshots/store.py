@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from rocksdict import AccessType, DBCompressionType, Options, Rdict, WriteOptions
 
-from rtindex.index import IndexState
+from rtindex.core.results import IndexState
 
 log = logging.getLogger("rtindex.snapshots")
 

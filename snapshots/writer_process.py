@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from rtindex.index import Index, IndexState
+from rtindex.core.index import Index
+from rtindex.core.results import IndexState
 from rtindex.snapshots.store import Progress, SnapshotInfo, SnapshotStore
 
 _done: Any = None  # bytes written so far, shared with the server (set in the helper)

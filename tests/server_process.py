@@ -21,7 +21,7 @@ class ServerProcess:
         self.log_path = log_path
         self._log = open(log_path, "a")  # noqa: SIM115 - closed in wait()/kill()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rtindex.cli", "serve", "--port", "0", "--log-format", "json", *flags],
+            [sys.executable, "-m", "rtindex", "serve", "--port", "0", "--log-format", "json", *flags],
             stderr=self._log, stdout=self._log, text=True, env=clean_env(),
         )
         self._start = log_path.stat().st_size if log_path.exists() else 0

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rtindex.api.v1.catalog_pb2 import CatalogChange
 from rtindex.consumers import codec
 from rtindex.consumers.codec import DELETE, UPSERT, Poison, decode, decode_batch, encode, reduce_batch
-from rtindex.v1.catalog_pb2 import CatalogChange
 
 DIM = 8
 

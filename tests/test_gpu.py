@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from rtindex import Index
-from rtindex.gpu import GpuUnavailable, probe
-from rtindex.gpu.dirty import DirtyRows
-from rtindex.gpu.nvrtc import compile_source, kernel_sources
-from rtindex.storage import _ITEM_FIELDS, _NODE_FIELDS, _UPPER_FIELDS
+from rtindex.core.gpu import GpuUnavailable, probe
+from rtindex.core.gpu.dirty import DirtyRows
+from rtindex.core.gpu.nvrtc import compile_source, kernel_sources
+from rtindex.core.storage import _ITEM_FIELDS, _NODE_FIELDS, _UPPER_FIELDS
 
 HAS_GPU = probe()[0] > 0
 needs_gpu = pytest.mark.skipif(not HAS_GPU, reason=f"no CUDA device: {probe()[1]}")

@@ -12,11 +12,11 @@ from confluent_kafka import Consumer
 from streams import DIM, Model, assert_matches, mixed_stream, produce
 
 from rtindex import Index
+from rtindex.api.v1.catalog_pb2 import CatalogChange
 from rtindex.consumers.codec import DELETE, UPSERT, encode
 from rtindex.consumers.ingest import KafkaIngestor, KafkaSettings
 from rtindex.consumers.producer import CatalogProducer, ensure_topic
-from rtindex.v1.catalog_pb2 import CatalogChange
-from rtindex.writer import Writer
+from rtindex.core.writer import Writer
 
 pytestmark = pytest.mark.kafka
 
@@ -157,8 +157,8 @@ def test_a_restarted_consumer_resumes_from_its_committed_offsets(kafka_bootstrap
 
 def test_the_server_turns_serving_only_once_the_consumer_has_caught_up(kafka_bootstrap: str) -> None:
     from rtindex.client import IndexClient
-    from rtindex.server import IndexServer
-    from rtindex.settings import ServerConfig
+    from rtindex.service.server import IndexServer
+    from rtindex.service.settings import ServerConfig
 
     topic = _topic(kafka_bootstrap)
     ops = mixed_stream(30_000, seed=5)
@@ -183,8 +183,8 @@ def test_the_server_turns_serving_only_once_the_consumer_has_caught_up(kafka_boo
 def test_a_missing_topic_is_reported_and_the_server_serves_once_it_exists(
         kafka_bootstrap: str, caplog: pytest.LogCaptureFixture) -> None:
     from rtindex.client import IndexClient
-    from rtindex.server import IndexServer
-    from rtindex.settings import ServerConfig
+    from rtindex.service.server import IndexServer
+    from rtindex.service.settings import ServerConfig
 
     topic = f"rtindex-test-missing-{uuid.uuid4().hex[:10]}"
     server = IndexServer(ServerConfig(port=0, dim=DIM, kafka_bootstrap=kafka_bootstrap, kafka_topic=topic,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from rtindex import Index
-from rtindex.runtime import ScratchPool
+from rtindex.core.runtime import ScratchPool
 
 
 def test_a_hub_drawing_thousands_of_reverse_links_in_one_sub_batch_is_handled() -> None:
@@ -69,7 +69,7 @@ def test_a_search_on_tables_published_before_growth_reads_only_inside_them() -> 
 
 
 def test_relinking_live_nodes_adds_no_self_links_or_duplicate_neighbors() -> None:
-    from rtindex.insert import relink_nodes
+    from rtindex.core.insert import relink_nodes
 
     rng = np.random.default_rng(4)
     index = Index(dim=16, metric="ip", M=8, ef_construction=64)

@@ -15,7 +15,7 @@ tf = pytest.importorskip(
 )
 
 from rtindex import Index, datasets  # noqa: E402
-from rtindex.neural import SavedModelScorer, export_random_mlp  # noqa: E402
+from rtindex.core.neural import SavedModelScorer, export_random_mlp  # noqa: E402
 
 DIM, QUERY_DIM, N_ITEMS = 32, 16, 5000
 
@@ -198,9 +198,9 @@ def test_bad_query_features_fail_the_search_not_the_index(two_feature_scorer: Sa
 
 def test_a_server_with_a_neural_scorer_takes_query_features_over_grpc(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from rtindex.client import IndexClient, InvalidArgument
-    from rtindex.neural import export_random_mlp
-    from rtindex.server import IndexServer
-    from rtindex.settings import ServerConfig
+    from rtindex.core.neural import export_random_mlp
+    from rtindex.service.server import IndexServer
+    from rtindex.service.settings import ServerConfig
 
     dim, query_dim = 16, 8
     export_random_mlp(tmp_path / "model", query_dim=query_dim, dim=dim, hidden=(32, 16), seed=3)

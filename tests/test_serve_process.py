@@ -53,7 +53,7 @@ def test_sigterm_drains_the_call_in_flight_then_exits_zero(tmp_path: Path) -> No
 
 
 def test_serve_without_a_dimension_says_how_to_set_it() -> None:
-    proc = subprocess.run([sys.executable, "-m", "rtindex.cli", "serve", "--port", "0"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "rtindex", "serve", "--port", "0"], capture_output=True,
                           text=True, timeout=60, env=clean_env())
     assert proc.returncode == 2
     assert "--dim" in proc.stderr and "RTINDEX_DIM" in proc.stderr

@@ -12,10 +12,10 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from rtindex import Index
+from rtindex.api.v1 import index_pb2, index_pb2_grpc
 from rtindex.client import DeadlineExceeded, IndexClient, InvalidArgument, Overloaded, Unavailable
-from rtindex.server import SERVICE_NAME, IndexServer
-from rtindex.settings import ServerConfig
-from rtindex.v1 import index_pb2, index_pb2_grpc
+from rtindex.service.server import SERVICE_NAME, IndexServer
+from rtindex.service.settings import ServerConfig
 
 DIM = 16
 
@@ -268,7 +268,7 @@ def test_a_scorer_spec_that_is_not_a_savedmodel_is_refused_with_the_expected_for
 
 
 def test_feature_tensors_round_trip_and_bad_ones_are_explained() -> None:
-    from rtindex import tensors
+    from rtindex.api import tensors
 
     features = {"user": np.arange(6, dtype=np.int64).reshape(3, 2), "age": np.array([0.5, 1, 2], np.float32)}
     back = tensors.decode_all(tensors.encode_all(features))

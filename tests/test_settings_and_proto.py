@@ -11,10 +11,10 @@ import grpc
 import numpy as np
 import pytest
 
-from rtindex import settings
-from rtindex.cli import build_parser
 from rtindex.client import IndexClient, Overloaded
-from rtindex.server import IndexServer
+from rtindex.service import settings
+from rtindex.service.cli import build_parser
+from rtindex.service.server import IndexServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,11 +70,11 @@ def test_serve_help_explains_every_setting() -> None:
 def test_generated_grpc_code_is_current(tmp_path: Path) -> None:
     subprocess.run(["bash", str(ROOT / "scripts/gen_proto.sh"), str(tmp_path)], check=True,
                    env={"RTINDEX_PYTHON_BIN": sys.executable, "PATH": "/usr/bin:/bin"})
-    for generated in sorted((ROOT / "rtindex/v1").glob("*_pb2*.py*")):
-        fresh = tmp_path / "rtindex/v1" / generated.name
+    for generated in sorted((ROOT / "rtindex/api/v1").glob("*_pb2*.py*")):
+        fresh = tmp_path / "rtindex/api/v1" / generated.name
         assert fresh.exists(), f"{generated.name} is no longer generated"
         assert filecmp.cmp(generated, fresh, shallow=False), (
-            f"rtindex/v1/{generated.name} is stale: run scripts/gen_proto.sh and commit the result"
+            f"rtindex/api/v1/{generated.name} is stale: run scripts/gen_proto.sh and commit the result"
         )
 
 

@@ -16,8 +16,8 @@ from server_process import ServerProcess, clean_env
 
 from rtindex import Index, datasets
 from rtindex.client import FailedPrecondition, IndexClient
-from rtindex.server import IndexServer
-from rtindex.settings import ServerConfig
+from rtindex.service.server import IndexServer
+from rtindex.service.settings import ServerConfig
 from rtindex.snapshots.store import MANIFEST, SnapshotStore
 
 
@@ -169,14 +169,14 @@ def test_a_server_restarts_from_its_data_dir_after_a_crash_with_identical_answer
         assert info["items"] == 4500 and info["seq"] == 1 and info["size_bytes"] > 0
         assert seen and seen[-1][0] == seen[-1][1]  # progress reached 100 %
         assert stats["snapshots_taken"] == 1 and stats["snapshot_last_pause_ms"] >= 0
-        cli = subprocess.run([sys.executable, "-m", "rtindex.cli", "snapshot", "--target", first.target],
+        cli = subprocess.run([sys.executable, "-m", "rtindex", "snapshot", "--target", first.target],
                              capture_output=True, text=True, timeout=120, env=clean_env())
         assert cli.returncode == 0, cli.stderr
         assert json.loads(cli.stdout)["seq"] == 2
     finally:
         first.kill()  # SIGKILL: no final snapshot; the ones above must do
 
-    out = subprocess.run([sys.executable, "-m", "rtindex.cli", "restore", "--data-dir", str(data)],
+    out = subprocess.run([sys.executable, "-m", "rtindex", "restore", "--data-dir", str(data)],
                          capture_output=True, text=True, timeout=120, env=clean_env())
     assert out.returncode == 0, out.stderr
     assert "snapshot 2 verified" in out.stdout and "4,500 items" in out.stdout

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rtindex import Index, datasets
-from rtindex.writer import Writer
+from rtindex.core.writer import Writer
 
 DIM = 32
 

@@ -1,7 +1,7 @@
 """CUDA C sources of the GPU backend and an NVRTC compile check that needs no GPU.
 
 ``kernels/*.cu`` hold the device code; at run time they are loaded with
-``cupy.RawModule`` (rtindex/gpu/search.py). CI has no GPU, and CuPy's own compile path
+``cupy.RawModule`` (rtindex/core/gpu/search.py). CI has no GPU, and CuPy's own compile path
 looks up the device, so ``compile_source`` calls NVRTC through CuPy's low-level bindings
 (NVRTC 12 from the ``nvidia-cuda-nvrtc-cu12`` wheel, installed by the ``gpu`` extra) and
 returns the CUBIN for a given architecture, or raises with NVRTC's log.
@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-KERNEL_DIR = Path(__file__).resolve().parent.parent.parent / "kernels"
+import rtindex.kernels
+
+# the CUDA C sources sit beside the numba kernels (installed as rtindex.kernels)
+KERNEL_DIR = Path(rtindex.kernels.__file__).resolve().parent
 # the options the runtime loader uses too (RawModule adds the architecture itself)
 OPTIONS = ("-std=c++17",)
 

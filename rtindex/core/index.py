@@ -13,65 +13,36 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
-from rtindex import gpu, validation
-from rtindex.config import IndexConfig
-from rtindex.engine import Counters, Engine
-from rtindex.insert import draw_levels, link_new_nodes
+from rtindex.core import gpu, validation
+from rtindex.core.config import IndexConfig
+from rtindex.core.engine import Counters, Engine
+from rtindex.core.insert import draw_levels, link_new_nodes
+from rtindex.core.lockstep import search_lockstep
+from rtindex.core.repair import consolidate, consolidation_due, fix_entry_points, tombstone_nodes_of
+from rtindex.core.results import (
+    DELETED,
+    INSERTED,
+    REFRESHED,
+    SKIPPED_STALE,
+    UNKNOWN,
+    DeleteResult,
+    GetResult,
+    IndexState,
+    SearchResult,
+    UpsertResult,
+)
+from rtindex.core.scorers import MetricScorer, Scorer
+from rtindex.core.search import search_batch
+from rtindex.core.storage import Allocate, GraphStore, Graveyard, IdMap, copy_out
 from rtindex.kernels.layout import ITEM_DELETED, ITEM_LIVE, LIVE
-from rtindex.lockstep import search_lockstep
-from rtindex.repair import consolidate, consolidation_due, fix_entry_points, tombstone_nodes_of
-from rtindex.scorers import MetricScorer, Scorer
-from rtindex.search import SearchResult, search_batch
-from rtindex.storage import Allocate, GraphStore, Graveyard, IdMap, copy_out
 
 # a get retries this often while writes keep publishing, then waits for the write lock
 OPTIMISTIC_GETS = 64
-
-# per-id outcomes
-INSERTED, REFRESHED, SKIPPED_STALE = 0, 1, 2
-DELETED, UNKNOWN = 0, 1
-
-
-@dataclass(frozen=True)
-class UpsertResult:
-    inserted: int  # new ids
-    refreshed: int  # existing ids whose embedding was replaced
-    skipped_stale: int  # ops whose version was <= the stored one (ignored)
-    outcome: np.ndarray | None = None  # int8 per input id: INSERTED / REFRESHED / SKIPPED_STALE
-
-
-@dataclass(frozen=True)
-class DeleteResult:
-    deleted: int
-    unknown_ids: np.ndarray  # int64: ids not in the index (nothing done for them)
-    skipped_stale: int
-    outcome: np.ndarray | None = None  # int8 per input id: DELETED / UNKNOWN / SKIPPED_STALE
-
-
-@dataclass
-class IndexState:
-    """Everything needed to rebuild an index exactly (``Index.export_state``): the
-    configuration, the used part of every table and free list, the id maps, the
-    bookkeeping counters and the level generator's state. ``extra`` carries what the
-    caller captured at the same instant (e.g. the Kafka offsets the state reflects)."""
-
-    config: dict[str, Any]
-    arrays: dict[str, np.ndarray]
-    meta: dict[str, Any]
-    extra: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class GetResult:
-    found: np.ndarray  # bool[n]
-    vectors: np.ndarray  # float32[n, dim] stored rows (unit-norm for cosine); NaN if not found
-    versions: np.ndarray  # int64[n]; -1 if not found
-
 
 class Index:
     """A mutable HNSW index over float32 embeddings with int64 ids.
@@ -195,7 +166,7 @@ class Index:
 
         ef_construction: beam width for this batch only, at most the index's (default
         it): a narrower beam links sooner at some cost in graph quality — the server's
-        writer narrows it when it is behind its freshness budget (rtindex/writer.py
+        writer narrows it when it is behind its freshness budget (rtindex/core/writer.py
         has the measurements).
         """
         return self.upsert_prepared(*self.prepare_upsert(ids, vectors, versions), ef_construction=ef_construction)

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
 from rtindex import datasets
-from rtindex.client import IndexClient
-from rtindex.server import IndexServer
-from rtindex.settings import ServerConfig
+
+if TYPE_CHECKING:
+    from rtindex.api.client import IndexClient
 
 
 @dataclass
@@ -73,6 +74,11 @@ def _upsert_all(client: IndexClient, ids: np.ndarray, x: np.ndarray, batch: int,
 
 
 def run_demo(opts: DemoOptions) -> None:
+    # the CLI imports this module for its --help defaults: the server loads only here
+    from rtindex.api.client import IndexClient
+    from rtindex.service.server import IndexServer
+    from rtindex.service.settings import ServerConfig
+
     ds = _load(opts)
     n, dim = ds.base.shape
     config = ServerConfig(port=0, dim=dim, metric=ds.metric, M=opts.M, ef_construction=opts.ef_construction,

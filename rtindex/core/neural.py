@@ -71,7 +71,7 @@ def _shape(spec: Any) -> tuple[int | None, ...]:
 
 
 class SavedModelScorer:
-    """Scorer (``rtindex.scorers.Scorer``) backed by a SavedModel that follows the
+    """Scorer (``rtindex.core.scorers.Scorer``) backed by a SavedModel that follows the
     contract in this module's docstring.
 
     path: SavedModel directory. dim: the index's embedding dimension (checked against
@@ -125,7 +125,7 @@ class SavedModelScorer:
             raise ValueError(
                 f"neural scorer: SavedModel {self.path} lacks signature(s) {missing} (it has {sorted(signatures)}); "
                 "export both: signatures={'query_state': query_tower_fn, 'score': head_fn} "
-                "(contract: rtindex.neural docstring)"
+                "(contract: rtindex.core.neural docstring)"
             )
         query_fn, score_fn = signatures[QUERY_SIGNATURE], signatures[SCORE_SIGNATURE]
         inputs = score_fn.structured_input_signature[1]

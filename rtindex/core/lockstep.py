@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from rtindex.engine import Engine
+from rtindex.core.engine import Engine
+from rtindex.core.results import SearchResult
+from rtindex.core.scorers import Scorer
 from rtindex.kernels.layout import Scratch
 from rtindex.kernels.lockstep import (
     clear_visited,
@@ -25,8 +27,6 @@ from rtindex.kernels.lockstep import (
     mark_visited,
     merge_step,
 )
-from rtindex.scorers import Scorer
-from rtindex.search import SearchResult
 
 # bound on the visited bitmaps of one group of queries (queries are searched in groups)
 _BITMAP_BUDGET_BYTES = 256 << 20

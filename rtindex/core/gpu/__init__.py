@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rtindex.gpu.dirty import DirtyRows
+from rtindex.core.gpu.dirty import DirtyRows
 
 if TYPE_CHECKING:
-    from rtindex.engine import Engine
-    from rtindex.search import SearchResult
+    from rtindex.core.engine import Engine
+    from rtindex.core.results import SearchResult
 
 log = logging.getLogger("rtindex.gpu")
 
@@ -70,8 +70,8 @@ class GpuBackend:
     on the mirror's stream (``_lock``), so a search reads one whole batch's state."""
 
     def __init__(self, engine: Engine) -> None:
-        from rtindex.gpu.mirror import DeviceMirror
-        from rtindex.gpu.search import GpuSearcher
+        from rtindex.core.gpu.mirror import DeviceMirror
+        from rtindex.core.gpu.search import GpuSearcher
 
         cfg = engine.config
         self.engine = engine

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtindex.engine import Engine
-from rtindex.insert import relink_nodes
+from rtindex.core.engine import Engine
+from rtindex.core.insert import relink_nodes
 from rtindex.kernels.layout import FREE, ITEM_DELETED, ITEM_FREE, LIVE, TOMBSTONE, Scratch
 from rtindex.kernels.repair import (
     adopt_orphans,

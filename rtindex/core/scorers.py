@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from numba import njit
 
-from rtindex import validation
+from rtindex.core import validation
 from rtindex.kernels.layout import METRIC_L2, metric_code
 
 

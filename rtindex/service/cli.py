@@ -10,12 +10,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 
-from rtindex import logs, settings
-from rtindex.demo import DemoOptions, run_demo
+from rtindex.service import logs, settings
+from rtindex.service.demo import DemoOptions, run_demo
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from rtindex.server import IndexServer
+    from rtindex.service.server import IndexServer
 
     try:
         config = settings.load(args)
@@ -48,7 +48,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    from rtindex.client import IndexClient, IndexClientError
+    from rtindex.api.client import IndexClient, IndexClientError
 
     try:
         with IndexClient(args.target, timeout=args.timeout) as client:
@@ -114,7 +114,7 @@ def _byte_progress(desc: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    from rtindex.client import IndexClient, IndexClientError
+    from rtindex.api.client import IndexClient, IndexClientError
 
     try:
         with _byte_progress(f"snapshot {args.target}") as progress, \
@@ -129,7 +129,7 @@ def _snapshot(args: argparse.Namespace) -> int:
 
 def _restore(args: argparse.Namespace) -> int:
     """List the snapshots of a data directory, verify them, load one and describe it."""
-    from rtindex.index import Index
+    from rtindex.core.index import Index
     from rtindex.snapshots.store import SnapshotError, SnapshotStore
 
     store = SnapshotStore(args.data_dir)
@@ -248,7 +248,3 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtindex.engine import Engine
+from rtindex.core.engine import Engine
 from rtindex.kernels.insert import add_reverse_links, collect_reverse_edges, plan_links, write_forward_links
 from rtindex.kernels.layout import BuildParams, Scratch
 

@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rtindex.index import DELETED, INSERTED, REFRESHED, SKIPPED_STALE, UNKNOWN, DeleteResult, Index, UpsertResult
+from rtindex.core.index import Index
+from rtindex.core.results import DELETED, INSERTED, REFRESHED, SKIPPED_STALE, UNKNOWN, DeleteResult, UpsertResult
 
 log = logging.getLogger("rtindex.writer")
 

@@ -23,15 +23,16 @@ import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from rtindex import tensors, validation
-from rtindex.gcwatch import GcPauses
-from rtindex.index import Index
-from rtindex.settings import ServerConfig
+from rtindex.api import tensors
+from rtindex.api.v1 import index_pb2, index_pb2_grpc
+from rtindex.core import validation
+from rtindex.core.index import Index
+from rtindex.core.writer import Overloaded, Writer
+from rtindex.service.gcwatch import GcPauses
+from rtindex.service.settings import ServerConfig
 from rtindex.snapshots.restore import Restored, kafka_start_offsets, restore_newest
 from rtindex.snapshots.snapshotter import Snapshotter
 from rtindex.snapshots.store import SnapshotStore
-from rtindex.v1 import index_pb2, index_pb2_grpc
-from rtindex.writer import Overloaded, Writer
 
 if TYPE_CHECKING:
     from rtindex.consumers.ingest import KafkaIngestor
@@ -95,7 +96,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         self.counters: _Counters = _Counters()
         self.extra_counters: list[Callable[[], dict[str, float]]] = []  # e.g. Kafka ingestion
         self.snapshotter: Snapshotter | None = None
-        self.scorer: Any = None  # a neural scorer (rtindex.neural.SavedModelScorer) or None: the index metric
+        self.scorer: Any = None  # a neural scorer (rtindex.core.neural.SavedModelScorer) or None: the index metric
 
     # ------------------------------------------------------------------ decoding
     def _matrix(self, raw: bytes, dim: int, what: str, rows: int | None = None) -> np.ndarray:
@@ -253,7 +254,7 @@ def load_scorer(spec: str, dim: int) -> Any:
     kind, _, path = spec.partition(":")
     if kind != "savedmodel" or not path:
         raise ValueError(f"scorer must be savedmodel:PATH (a TensorFlow SavedModel directory), got {spec!r}")
-    from rtindex.neural import SavedModelScorer  # TensorFlow is optional: pip install rtindex[tf]
+    from rtindex.core.neural import SavedModelScorer  # TensorFlow is optional: pip install rtindex[tf]
 
     scorer = SavedModelScorer(path, dim=dim)
     log.info("neural scorer loaded", extra={"path": path, "features": sorted(scorer.feature_spec)})

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from rtindex.v1 import index_pb2
+from rtindex.api.v1 import index_pb2
 
 DTYPES = ("float32", "float64", "float16", "int64", "int32", "int16", "int8", "uint8", "bool")
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from rtindex.v1 import index_pb2 as rtindex_dot_v1_dot_index__pb2
+from rtindex.api.v1 import index_pb2 as rtindex_dot_api_dot_v1_dot_index__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in rtindex/v1/index_pb2_grpc.py depends on'
+        + ' but the generated code in rtindex/api/v1/index_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,33 +36,33 @@ class IndexServiceStub:
         """
         self.Search = channel.unary_unary(
                 '/rtindex.v1.IndexService/Search',
-                request_serializer=rtindex_dot_v1_dot_index__pb2.SearchRequest.SerializeToString,
-                response_deserializer=rtindex_dot_v1_dot_index__pb2.SearchResponse.FromString,
+                request_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.SearchRequest.SerializeToString,
+                response_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.SearchResponse.FromString,
                 _registered_method=True)
         self.Upsert = channel.unary_unary(
                 '/rtindex.v1.IndexService/Upsert',
-                request_serializer=rtindex_dot_v1_dot_index__pb2.UpsertRequest.SerializeToString,
-                response_deserializer=rtindex_dot_v1_dot_index__pb2.UpsertResponse.FromString,
+                request_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.UpsertRequest.SerializeToString,
+                response_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.UpsertResponse.FromString,
                 _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/rtindex.v1.IndexService/Delete',
-                request_serializer=rtindex_dot_v1_dot_index__pb2.DeleteRequest.SerializeToString,
-                response_deserializer=rtindex_dot_v1_dot_index__pb2.DeleteResponse.FromString,
+                request_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.DeleteResponse.FromString,
                 _registered_method=True)
         self.Get = channel.unary_unary(
                 '/rtindex.v1.IndexService/Get',
-                request_serializer=rtindex_dot_v1_dot_index__pb2.GetRequest.SerializeToString,
-                response_deserializer=rtindex_dot_v1_dot_index__pb2.GetResponse.FromString,
+                request_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.GetRequest.SerializeToString,
+                response_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.GetResponse.FromString,
                 _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/rtindex.v1.IndexService/Stats',
-                request_serializer=rtindex_dot_v1_dot_index__pb2.StatsRequest.SerializeToString,
-                response_deserializer=rtindex_dot_v1_dot_index__pb2.StatsResponse.FromString,
+                request_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.StatsRequest.SerializeToString,
+                response_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.StatsResponse.FromString,
                 _registered_method=True)
         self.Snapshot = channel.unary_stream(
                 '/rtindex.v1.IndexService/Snapshot',
-                request_serializer=rtindex_dot_v1_dot_index__pb2.SnapshotRequest.SerializeToString,
-                response_deserializer=rtindex_dot_v1_dot_index__pb2.SnapshotProgress.FromString,
+                request_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.SnapshotRequest.SerializeToString,
+                response_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.SnapshotProgress.FromString,
                 _registered_method=True)
 
 
@@ -119,33 +119,33 @@ def add_IndexServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
-                    request_deserializer=rtindex_dot_v1_dot_index__pb2.SearchRequest.FromString,
-                    response_serializer=rtindex_dot_v1_dot_index__pb2.SearchResponse.SerializeToString,
+                    request_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.SearchRequest.FromString,
+                    response_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.SearchResponse.SerializeToString,
             ),
             'Upsert': grpc.unary_unary_rpc_method_handler(
                     servicer.Upsert,
-                    request_deserializer=rtindex_dot_v1_dot_index__pb2.UpsertRequest.FromString,
-                    response_serializer=rtindex_dot_v1_dot_index__pb2.UpsertResponse.SerializeToString,
+                    request_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.UpsertRequest.FromString,
+                    response_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.UpsertResponse.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
-                    request_deserializer=rtindex_dot_v1_dot_index__pb2.DeleteRequest.FromString,
-                    response_serializer=rtindex_dot_v1_dot_index__pb2.DeleteResponse.SerializeToString,
+                    request_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.DeleteRequest.FromString,
+                    response_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.DeleteResponse.SerializeToString,
             ),
             'Get': grpc.unary_unary_rpc_method_handler(
                     servicer.Get,
-                    request_deserializer=rtindex_dot_v1_dot_index__pb2.GetRequest.FromString,
-                    response_serializer=rtindex_dot_v1_dot_index__pb2.GetResponse.SerializeToString,
+                    request_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.GetRequest.FromString,
+                    response_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.GetResponse.SerializeToString,
             ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
-                    request_deserializer=rtindex_dot_v1_dot_index__pb2.StatsRequest.FromString,
-                    response_serializer=rtindex_dot_v1_dot_index__pb2.StatsResponse.SerializeToString,
+                    request_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.StatsRequest.FromString,
+                    response_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.StatsResponse.SerializeToString,
             ),
             'Snapshot': grpc.unary_stream_rpc_method_handler(
                     servicer.Snapshot,
-                    request_deserializer=rtindex_dot_v1_dot_index__pb2.SnapshotRequest.FromString,
-                    response_serializer=rtindex_dot_v1_dot_index__pb2.SnapshotProgress.SerializeToString,
+                    request_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.SnapshotRequest.FromString,
+                    response_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.SnapshotProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,8 +173,8 @@ class IndexService:
             request,
             target,
             '/rtindex.v1.IndexService/Search',
-            rtindex_dot_v1_dot_index__pb2.SearchRequest.SerializeToString,
-            rtindex_dot_v1_dot_index__pb2.SearchResponse.FromString,
+            rtindex_dot_api_dot_v1_dot_index__pb2.SearchRequest.SerializeToString,
+            rtindex_dot_api_dot_v1_dot_index__pb2.SearchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -200,8 +200,8 @@ class IndexService:
             request,
             target,
             '/rtindex.v1.IndexService/Upsert',
-            rtindex_dot_v1_dot_index__pb2.UpsertRequest.SerializeToString,
-            rtindex_dot_v1_dot_index__pb2.UpsertResponse.FromString,
+            rtindex_dot_api_dot_v1_dot_index__pb2.UpsertRequest.SerializeToString,
+            rtindex_dot_api_dot_v1_dot_index__pb2.UpsertResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -227,8 +227,8 @@ class IndexService:
             request,
             target,
             '/rtindex.v1.IndexService/Delete',
-            rtindex_dot_v1_dot_index__pb2.DeleteRequest.SerializeToString,
-            rtindex_dot_v1_dot_index__pb2.DeleteResponse.FromString,
+            rtindex_dot_api_dot_v1_dot_index__pb2.DeleteRequest.SerializeToString,
+            rtindex_dot_api_dot_v1_dot_index__pb2.DeleteResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -254,8 +254,8 @@ class IndexService:
             request,
             target,
             '/rtindex.v1.IndexService/Get',
-            rtindex_dot_v1_dot_index__pb2.GetRequest.SerializeToString,
-            rtindex_dot_v1_dot_index__pb2.GetResponse.FromString,
+            rtindex_dot_api_dot_v1_dot_index__pb2.GetRequest.SerializeToString,
+            rtindex_dot_api_dot_v1_dot_index__pb2.GetResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -281,8 +281,8 @@ class IndexService:
             request,
             target,
             '/rtindex.v1.IndexService/Stats',
-            rtindex_dot_v1_dot_index__pb2.StatsRequest.SerializeToString,
-            rtindex_dot_v1_dot_index__pb2.StatsResponse.FromString,
+            rtindex_dot_api_dot_v1_dot_index__pb2.StatsRequest.SerializeToString,
+            rtindex_dot_api_dot_v1_dot_index__pb2.StatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -308,8 +308,8 @@ class IndexService:
             request,
             target,
             '/rtindex.v1.IndexService/Snapshot',
-            rtindex_dot_v1_dot_index__pb2.SnapshotRequest.SerializeToString,
-            rtindex_dot_v1_dot_index__pb2.SnapshotProgress.FromString,
+            rtindex_dot_api_dot_v1_dot_index__pb2.SnapshotRequest.SerializeToString,
+            rtindex_dot_api_dot_v1_dot_index__pb2.SnapshotProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from rtindex.gpu.mirror import DeviceMirror
-from rtindex.gpu.nvrtc import OPTIONS, read_source
-from rtindex.search import SearchResult
+from rtindex.core.gpu.mirror import DeviceMirror
+from rtindex.core.gpu.nvrtc import OPTIONS, read_source
+from rtindex.core.results import SearchResult
 
 SHARED_LIMIT = 48 * 1024  # dynamic shared memory usable without an opt-in attribute
 WARPS_PER_BLOCK = (4, 2, 1)
@@ -58,7 +58,7 @@ class GpuSearcher:
 
     def search(self, queries: np.ndarray, k: int, ef: int, level_widths: np.ndarray, beam: int,
                graph: int = 0) -> SearchResult:
-        """Same contract as rtindex.search.search_batch (queries float32[b, dim],
+        """Same contract as rtindex.core.search.search_batch (queries float32[b, dim],
         already validated; results int64 / float32 [b, k], per-query stats)."""
         cp = self._cp
         m = self.mirror

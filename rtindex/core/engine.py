@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rtindex.config import IndexConfig
-from rtindex.epochs import ReaderEpochs
+from rtindex.core.config import IndexConfig
+from rtindex.core.epochs import ReaderEpochs
+from rtindex.core.runtime import BoundKernel, ScratchPool, Workers
+from rtindex.core.storage import GraphStore
 from rtindex.kernels.beam_search import search_queries
 from rtindex.kernels.layout import BuildParams, SearchMode, metric_code
-from rtindex.runtime import BoundKernel, ScratchPool, Workers
-from rtindex.storage import GraphStore
 
 if TYPE_CHECKING:
-    from rtindex.gpu import GpuBackend
-    from rtindex.gpu.dirty import DirtyRows
+    from rtindex.core.gpu import GpuBackend
+    from rtindex.core.gpu.dirty import DirtyRows
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Engine:
     live_nodes: int = 0
     tombstones: int = 0
     counters: Counters = field(default_factory=Counters)
-    # GPU backend (rtindex.gpu), None on the CPU: the search route and the rows written
+    # GPU backend (rtindex.core.gpu), None on the CPU: the search route and the rows written
     # since the last device sync, reported by the write paths through the note_* hooks
     gpu: GpuBackend | None = None
     dirty: DirtyRows | None = None

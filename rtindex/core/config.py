@@ -42,7 +42,7 @@ class IndexConfig:
       replayed older upsert cannot bring them back (oldest forgotten first).
     device: search backend: "auto" (the GPU when CuPy finds one, else the CPU; the
       choice is logged), "cpu", or "cuda" (raises if there is no usable GPU). A runtime
-      choice, not part of the index: snapshots do not store it. See rtindex/gpu.
+      choice, not part of the index: snapshots do not store it. See rtindex/core/gpu.
     """
 
     dim: int

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from rtindex.gpu.nvrtc import OPTIONS, read_source
+from rtindex.core.gpu.nvrtc import OPTIONS, read_source
 from rtindex.kernels.layout import GraphTables
 
 # mirrored array -> (table, value of an unused slot, dirty sets that feed it)

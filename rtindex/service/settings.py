@@ -15,7 +15,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rtindex.config import IndexConfig
+from rtindex.core.config import IndexConfig
 
 if TYPE_CHECKING:
     from rtindex.consumers.ingest import KafkaSettings
@@ -44,7 +44,7 @@ class ServerConfig:
     traversal_precision: str = _opt("float16", "float16 (faster search, +50%% vector memory) or float32")
     device: str = _opt("auto", "search backend: auto (the GPU when CuPy finds one, else the CPU), cpu, or cuda "
                        "(fails without a GPU); needs the gpu extra for cuda")
-    scorer: str = _opt("", "neural scorer savedmodel:PATH (a TensorFlow SavedModel, contract in rtindex/neural.py): "
+    scorer: str = _opt("", "neural scorer savedmodel:PATH (a TensorFlow SavedModel, contract in rtindex/core/neural.py): "
                        "searches then send query features and candidates are scored by the model; empty = metric")
     # limits and flow control
     grpc_threads: int = _opt(16, "threads serving RPCs")

@@ -3,23 +3,11 @@ the queries of a batch spread over the worker threads."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from rtindex.engine import Engine
+from rtindex.core.engine import Engine
+from rtindex.core.results import SearchResult
 from rtindex.kernels.layout import Scratch
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """ids int64[b, k] (-1 padded) and scores float32[b, k] (-inf padded), best first;
-    per query: hops (nodes expanded) and evaluations (rows scored), int64[b]."""
-
-    ids: np.ndarray
-    scores: np.ndarray
-    hops: np.ndarray
-    evaluations: np.ndarray
 
 
 def search_batch(

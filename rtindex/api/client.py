@@ -1,0 +1,204 @@
+"""``IndexClient``: the gRPC client, with the numpy-in / numpy-out shape of
+``rtindex.Index``.
+
+Every call has a deadline (``timeout``, seconds). Errors come back as ``IndexClientError``
+subclasses that also derive from the matching built-in (``InvalidArgument`` is a
+ValueError, ``DeadlineExceeded`` a TimeoutError, ``Unavailable`` a ConnectionError), so
+code written against ``Index`` handles them the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from rtindex.api import tensors
+from rtindex.api.v1 import index_pb2, index_pb2_grpc
+from rtindex.core.results import DeleteResult, GetResult, SearchResult, UpsertResult
+
+__all__ = [
+    "DeadlineExceeded", "DeleteResult", "FailedPrecondition", "GetResult", "IndexClient", "IndexClientError",
+    "InvalidArgument", "NotFound", "Overloaded", "SearchResult", "Unavailable", "UpsertResult",
+]
+
+class IndexClientError(RuntimeError):
+    """A call failed; ``code`` is the gRPC status code, the message says why."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.details = message
+
+
+class InvalidArgument(IndexClientError, ValueError):
+    """The request was refused as invalid; nothing was changed."""
+
+
+class NotFound(IndexClientError, KeyError):
+    pass
+
+
+class Overloaded(IndexClientError):
+    """The server is at its limit (RESOURCE_EXHAUSTED); retry with backoff."""
+
+
+class DeadlineExceeded(IndexClientError, TimeoutError):
+    """The call ran past its deadline. A write may still have been applied; retrying it
+    with the same versions is harmless."""
+
+
+class Unavailable(IndexClientError, ConnectionError):
+    """No server answered at the address (not started, stopped, or unreachable)."""
+
+
+class FailedPrecondition(IndexClientError, RuntimeError):
+    """The server cannot do this in its configuration (e.g. Snapshot without --data-dir)."""
+
+
+_ERRORS = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+}
+
+
+def _raise(exc: grpc.RpcError) -> None:
+    code = exc.code()  # type: ignore[attr-defined]
+    raise _ERRORS.get(code, IndexClientError)(code, exc.details() or "")  # type: ignore[attr-defined]
+
+
+class IndexClient:
+    """Client of one rtindex server, e.g. ``IndexClient("127.0.0.1:50051")``."""
+
+    def __init__(self, target: str, timeout: float = 10.0, max_message_mb: int = 64) -> None:
+        self.target = target
+        self.timeout = timeout
+        limit = max_message_mb * 1024 * 1024
+        self._channel = grpc.insecure_channel(
+            target, options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        )
+        self._stub = index_pb2_grpc.IndexServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
+        try:
+            return method(request, timeout=self.timeout if timeout is None else timeout)
+        except grpc.RpcError as exc:
+            _raise(exc)
+
+    # ------------------------------------------------------------------ API
+    def search(
+        self, queries: Any = None, k: int = 10, ef: int | None = None, level_ef: Sequence[int] | None = None,
+        timeout: float | None = None, features: dict[str, Any] | None = None,
+    ) -> SearchResult:
+        """Query vectors ``queries`` [n, dim]; or, for a server with a neural scorer, the
+        query tower's named ``features`` (batch-first arrays)."""
+        request = index_pb2.SearchRequest(k=k, ef=ef or 0, level_ef=list(level_ef or []))
+        if features is not None:
+            for name, tensor in tensors.encode_all(features).items():
+                request.features[name].CopyFrom(tensor)
+        if queries is not None:
+            q = np.asarray(queries, dtype="<f4")
+            if q.ndim == 1:
+                q = q.reshape(1, -1)
+            if q.ndim != 2:
+                raise ValueError(f"search: queries must be [n, dim], got shape {q.shape}")
+            request.queries, request.dim = np.ascontiguousarray(q).tobytes(), q.shape[1]
+        r = self._call(self._stub.Search, request, timeout)
+        shape = (r.num_queries, r.k)
+        return SearchResult(
+            ids=np.frombuffer(r.ids, "<i8").reshape(shape).astype(np.int64),
+            scores=np.frombuffer(r.scores, "<f4").reshape(shape).astype(np.float32),
+            hops=np.asarray(r.hops, np.int64), evaluations=np.asarray(r.evaluations, np.int64),
+        )
+
+    def upsert(self, ids: Any, vectors: Any, versions: Any | None = None, timeout: float | None = None) -> UpsertResult:
+        x = np.asarray(vectors, dtype="<f4")
+        if x.ndim == 1:
+            x = x.reshape(1, -1)
+        request = index_pb2.UpsertRequest(
+            ids=np.asarray(ids, np.int64).ravel().tolist(), embeddings=np.ascontiguousarray(x).tobytes(),
+            dim=x.shape[1] if x.ndim == 2 else 0,
+            versions=[] if versions is None else np.asarray(versions, np.int64).ravel().tolist(),
+        )
+        r = self._call(self._stub.Upsert, request, timeout)
+        return UpsertResult(inserted=r.inserted, refreshed=r.refreshed, skipped_stale=r.skipped_stale)
+
+    def delete(self, ids: Any, versions: Any | None = None, timeout: float | None = None) -> DeleteResult:
+        request = index_pb2.DeleteRequest(
+            ids=np.asarray(ids, np.int64).ravel().tolist(),
+            versions=[] if versions is None else np.asarray(versions, np.int64).ravel().tolist(),
+        )
+        r = self._call(self._stub.Delete, request, timeout)
+        return DeleteResult(
+            deleted=r.deleted, unknown_ids=np.asarray(r.unknown_ids, np.int64), skipped_stale=r.skipped_stale
+        )
+
+    def get(self, ids: Any, timeout: float | None = None) -> GetResult:
+        request = index_pb2.GetRequest(ids=np.asarray(ids, np.int64).ravel().tolist())
+        r = self._call(self._stub.Get, request, timeout)
+        return GetResult(
+            found=np.asarray(r.found, bool),
+            vectors=np.frombuffer(r.embeddings, "<f4").reshape(len(r.found), r.dim).astype(np.float32),
+            versions=np.asarray(r.versions, np.int64),
+        )
+
+    def stats(self, timeout: float | None = None) -> dict[str, Any]:
+        r = self._call(self._stub.Stats, index_pb2.StatsRequest(), timeout)
+        out: dict[str, Any] = {k: (int(v) if float(v).is_integer() else v) for k, v in r.counters.items()}
+        out.update(items=r.items, dim=r.dim, metric=r.metric, memory_bytes=r.memory_bytes)
+        return out
+
+    def snapshot(self, progress: Callable[[int, int], None] | None = None,
+                 timeout: float | None = 3600.0) -> dict[str, Any]:
+        """Have the server write a snapshot to its data directory now; ``progress(done,
+        total)`` gets the bytes written as it goes. Returns the snapshot's details (seq,
+        path, items, size_bytes, pause_ms, write_seconds, kafka_offsets)."""
+        try:
+            for update in self._stub.Snapshot(index_pb2.SnapshotRequest(), timeout=timeout):
+                if update.done:
+                    i = update.info
+                    return {"seq": i.seq, "path": i.path, "items": i.items, "size_bytes": i.size_bytes,
+                            "pause_ms": i.pause_ms, "write_seconds": i.write_seconds,
+                            "kafka_offsets": dict(i.kafka_offsets)}
+                if progress is not None:
+                    progress(update.bytes_written, update.bytes_total)
+        except grpc.RpcError as exc:
+            _raise(exc)
+        raise IndexClientError(grpc.StatusCode.UNKNOWN, "Snapshot: the stream ended without a result")
+
+    def health(self, service: str = "", timeout: float | None = None) -> str:
+        """SERVING, NOT_SERVING, ... (the standard grpc.health.v1 check)."""
+        r = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
+
+    def wait_until_serving(self, timeout: float = 30.0) -> None:
+        """Block until the server reports SERVING (raises DeadlineExceeded otherwise)."""
+        end = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < end:
+            try:
+                last = self.health(timeout=max(0.1, min(2.0, end - time.monotonic())))
+                if last == "SERVING":
+                    return
+            except IndexClientError as exc:
+                last = str(exc)
+            time.sleep(0.05)
+        raise DeadlineExceeded(grpc.StatusCode.DEADLINE_EXCEEDED, f"{self.target} not SERVING after {timeout} s ({last})")
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> IndexClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
