@@ -1,9 +1,10 @@
 """Array layout of the mutable graph: one structure of arrays shared by every kernel.
 
 Every table is a plain numpy array so numba kernels can read it without Python objects.
-Tables grow by reallocation (see ``rtindex.core.storage``); a grown table is published as a
-new ``GraphTables`` value, so a search that captured the old value keeps reading a
-consistent (frozen) copy while the writer moves on.
+Tables grow without copying (prefix views of a large reservation, see
+``rtindex.core.storage``); a grown table is published as a new ``GraphTables`` value, so a
+search that captured the old value keeps reading shorter views of the same rows while the
+writer moves on.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ TOMBSTONE = np.uint8(2)
 ITEM_FREE = np.uint8(0)
 ITEM_LIVE = np.uint8(1)
 ITEM_DELETED = np.uint8(2)
-
-NO_NODE = -1
 
 
 class GraphTables(NamedTuple):
@@ -78,8 +77,8 @@ class GraphTables(NamedTuple):
 class Scratch(NamedTuple):
     """Per-worker buffers, reused across calls so kernels never allocate per query.
 
-    visited  uint32[cap_nodes]  generation stamps; a node is visited iff == stamp[0]
-    stamp    uint32[1]          current generation (reset cost O(touched), wrap O(N) once per 2^32)
+    visited  uint16[cap_nodes]  generation stamps; a node is visited iff == stamp[0]
+    stamp    uint16[1]          current generation (reset cost O(touched), wrap O(N) once per 2^16 - 1)
     cand_key float32[C], cand_val int32[C]  candidate heap (keys are negated scores)
     res_key  float32[C], res_val  int32[C]  result heap (min-heap on score)
     block    int32[B]           unvisited neighbor ids collected before scoring

@@ -34,12 +34,6 @@ def prefetch_at(typingctx, array, row, col):
 
 
 @njit(nogil=True, cache=True)
-def prefetch_row(array, row):
-    """Prefetch the first cache line of array[row]."""
-    prefetch_at(array, row, 0)
-
-
-@njit(nogil=True, cache=True)
 def prefetch_whole_row(array, row):
     """Prefetch every cache line of array[row]."""
     per_line = max(1, 64 // array.itemsize)

@@ -1,2 +1,4 @@
-"""RocksDB snapshots (installed as ``rtindex.snapshots``): writer, reader, manifest and
-restore. Built in the snapshot issue; nothing here yet."""
+"""RocksDB snapshots (installed as ``rtindex.snapshots``): the store (``store``: write,
+verify, list, load, keep the last K), the periodic and on-demand snapshotter that copies
+the index into shared memory and writes it from a helper process (``snapshotter``,
+``writer_process``), and start-up restore (``restore``)."""

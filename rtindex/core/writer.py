@@ -16,21 +16,14 @@ that fits the time left, down to ``ef_construction_min``; a batch whose full-bea
 apply takes under ``SMALL_BATCH_SHARE`` of the budget keeps the full beam (its delay
 is transit, a narrower beam would gain nothing). Cost model: per id, the share
 ``FIXED_COST_SHARE`` of the full-beam cost does not depend on the beam, the rest is
-proportional to it; the full-beam cost is re-estimated from every batch. Measured on
-100k x 128 (M=16, 2 threads, batches of 1000): a second 100k inserted at beam 200 / 64 /
-48 / 32 costs 0.26 / 0.16 / 0.13 / 0.11 ms of CPU per insert and leaves recall@10
-(ef=64) at 0.959 / 0.957 / 0.955 / 0.949. The floor stays 64: in the Kafka benchmark
-(scripts/bench.sh kafka: 360k of the final 460k items linked under overload, each
-phase from new clusters; one run each) a floor of 48 left recall@10 at 0.870 against
-0.921 with 64, and did not make 10k/s measurably easier to sustain there.
+proportional to it; the full-beam cost is re-estimated from every batch.
 
-A narrow beam is a lasting trade in graph quality, and the graph's first nodes matter
-most, so it is not used while the index holds fewer than ``reduced_ef_min_items``
-items. 140k x 128, recall@10 at ef=64 / share of items not among the 10 results for
-their own vector: all at 200: 0.977 / 0.07%; 20k at 200 then 120k at 64 (1% batches):
-0.975 / 0.19%; 5k then 64: 0.966 / 0.95%; all at 64: 0.958 / 1.4%. Overload sustained
-for long (or a new region of the space streamed in under it) drifts toward the last
-figures; ``freshness_budget_s=0`` keeps the full beam.
+The floor stays at 64 and a narrow beam is not used while the index holds fewer than
+``reduced_ef_min_items`` items: a narrower beam is a lasting trade in graph quality, and
+the graph's first nodes matter most. A lower floor lost much recall in the Kafka
+benchmark without making 10k/s measurably easier; sustained overload drifts the graph
+toward an all-floor build. The measurements are in README ("Freshness under load").
+``freshness_budget_s=0`` keeps the full beam.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ search again, and print the tables."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -64,12 +65,18 @@ def _search_table(client: IndexClient, ds: datasets.Dataset) -> str:
     return _table(["ef", "recall@10", "batch QPS", "p50 ms", "p99 ms", "rows scored / query"], rows)
 
 
-def _upsert_all(client: IndexClient, ids: np.ndarray, x: np.ndarray, batch: int, desc: str) -> float:
+def _in_batches(ids: np.ndarray, batch: int, call: Callable[[np.ndarray], object], bar: tqdm) -> None:
+    """``call`` on consecutive slices of ``ids``, advancing ``bar`` by each slice's ids."""
+    for lo in range(0, len(ids), batch):
+        call(ids[lo : lo + batch])
+        bar.update(min(batch, len(ids) - lo))
+
+
+def _upsert_all(client: IndexClient, ids: np.ndarray, x: np.ndarray, batch: int) -> float:
+    """Upsert ids with their rows (x is indexed by id); returns the seconds taken."""
     t0 = time.perf_counter()
-    with tqdm(total=len(ids), desc=desc, unit="item", leave=False) as bar:
-        for lo in range(0, len(ids), batch):
-            client.upsert(ids[lo : lo + batch], x[lo : lo + batch])
-            bar.update(min(batch, len(ids) - lo))
+    with tqdm(total=len(ids), desc="upsert", unit="item", leave=False) as bar:
+        _in_batches(ids, batch, lambda part: client.upsert(part, x[part]), bar)
     return time.perf_counter() - t0
 
 
@@ -93,7 +100,7 @@ def run_demo(opts: DemoOptions) -> None:
         with IndexClient(target, timeout=60) as client:
             client.wait_until_serving()
             ids = np.arange(n, dtype=np.int64)
-            seconds = _upsert_all(client, ids, ds.base, opts.batch, "upsert")
+            seconds = _upsert_all(client, ids, ds.base, opts.batch)
             print(f"upserted {n:,} items in batches of {opts.batch} in {seconds:.2f} s ({n / seconds:,.0f} items/s; "
                   f"M={opts.M}, ef_construction={opts.ef_construction}; the first run also compiles the kernels)\n")
             print("## search after build (batch = all queries in one call; latency = one query per call)\n")
@@ -104,14 +111,15 @@ def run_demo(opts: DemoOptions) -> None:
             t0 = time.perf_counter()
             # churn that keeps the ground truth valid: deleted items come back with their
             # own vectors; a refresh rewrites an item with its own vector (new node)
-            for _ in tqdm(range(opts.churn_rounds), desc="churn", unit="round", leave=False):
-                doomed = rng.choice(ids, n // 10, replace=False)
-                for lo in range(0, len(doomed), opts.batch):
-                    client.delete(doomed[lo : lo + opts.batch])
-                _upsert_all(client, doomed, ds.base[doomed], opts.batch, "re-insert")
-                refreshed = rng.choice(ids, n // 20, replace=False)
-                _upsert_all(client, refreshed, ds.base[refreshed], opts.batch, "refresh")
-                ops += 2 * len(doomed) + len(refreshed)
+            per_round = 2 * (n // 10) + n // 20
+            with tqdm(total=opts.churn_rounds * per_round, desc="churn", unit="op", leave=False) as bar:
+                for _ in range(opts.churn_rounds):
+                    doomed = rng.choice(ids, n // 10, replace=False)
+                    _in_batches(doomed, opts.batch, client.delete, bar)
+                    _in_batches(doomed, opts.batch, lambda part: client.upsert(part, ds.base[part]), bar)
+                    refreshed = rng.choice(ids, n // 20, replace=False)
+                    _in_batches(refreshed, opts.batch, lambda part: client.upsert(part, ds.base[part]), bar)
+                    ops += 2 * len(doomed) + len(refreshed)
             churn_s = time.perf_counter() - t0
             print(f"churn: {opts.churn_rounds} rounds of delete 10% + re-insert 10% + refresh 5%: "
                   f"{ops:,} ops in {churn_s:.2f} s ({ops / churn_s:,.0f} ops/s)\n")

@@ -38,7 +38,7 @@ class ServerConfig:
     M: int = _opt(16, "HNSW degree; level 0 holds 2M")
     ef_construction: int = _opt(200, "beam width while inserting")
     ef_construction_min: int = _opt(64, "narrowest insert beam the writer uses when it is behind its freshness budget "
-                                    "(0.16 vs 0.26 ms of CPU per insert at 64 vs 200 on 100k x 128; some graph quality is lost)")
+                                    "(it links sooner at some cost in graph quality; README: Freshness under load)")
     ef_search: int = _opt(64, "default search beam width (max with k)")
     threads: int = _opt(0, "index worker threads for batch search/insert (0 = all cores)")
     traversal_precision: str = _opt("float16", "float16 (faster search, +50%% vector memory) or float32")
