@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from rtindex import Index
-from rtindex.kernels.layout import ITEM_LIVE, LIVE
+from rtindex.kernels.layout import LIVE
 
 
 def load_into_rtindex(path: Path, dim: int, metric: str, **options: object) -> Index:
@@ -40,7 +40,7 @@ def load_into_rtindex(path: Path, dim: int, metric: str, **options: object) -> I
             pos += size
     n_upper = int(levels.sum())
     store.node_slots.allocate(count)
-    store.item_slots.allocate(count)
+    items = store.items.allocate(count)
     upper_rows = store.upper_slots.allocate(n_upper)
     store.ensure_capacity(count, n_upper, count)
     t = store.tables
@@ -55,13 +55,10 @@ def load_into_rtindex(path: Path, dim: int, metric: str, **options: object) -> I
             r = upper_rows[first[node] + lv]
             t.upper_links[r, 0] = rows[lv, 0] & 0xFFFF
             t.upper_links[r, 1 : 1 + max_m] = rows[lv, 1:]
-    t.item_ids[:count] = labels
-    t.item_vec[:count] = nodes
-    t.item_first_node[:count] = nodes
-    t.item_state[:count] = ITEM_LIVE
+    store.items.add(items, labels, np.zeros(count, np.int64), nodes, nodes)
     t.node_state[:count] = LIVE
     t.entry_node[0] = entry_point
     assert t.node_level[entry_point] == max_level
-    index._ids.put(labels, nodes)
+    store.items.publish(labels, items, versioned=False)
     engine.live_nodes = count
     return index

@@ -26,6 +26,8 @@ ITEM_DELETED = np.uint8(2)
 
 class GraphTables(NamedTuple):
     """All tables of one index. Shapes use ``cap_*`` for the current capacities.
+    ``rtindex.core.storage.COLUMNS`` is their schema (table, row shape, dtype, fill value,
+    GPU mirroring), from which storage creates, grows, saves and restores them.
 
     Nodes (graph vertices; an item owns one node per subgraph it belongs to):
       vectors     float32[cap_nodes, dim]  embedding rows (unit-norm for cosine); a
@@ -44,7 +46,7 @@ class GraphTables(NamedTuple):
     Upper levels (one row per (node, level >= 1), chained from level 1 upwards):
       upper_links int32[cap_upper, 1 + M]   adjacency, column 0 = degree
       upper_next  int32[cap_upper]          row of the next level up, -1 at the top
-    Items (one per external id):
+    Items (one per external id; written only by ``rtindex.core.storage.ItemTable``):
       item_ids        int64[cap_items]  external id
       item_versions   int64[cap_items]  last applied version
       item_vec        int32[cap_items]  current vector row

@@ -14,7 +14,7 @@ from rtindex import Index
 from rtindex.core.gpu import GpuUnavailable, probe
 from rtindex.core.gpu.dirty import DirtyRows
 from rtindex.core.gpu.nvrtc import compile_source, kernel_sources
-from rtindex.core.storage import _ITEM_FIELDS, _NODE_FIELDS, _UPPER_FIELDS
+from rtindex.core.storage import COLUMNS
 
 HAS_GPU = probe()[0] > 0
 needs_gpu = pytest.mark.skipif(not HAS_GPU, reason=f"no CUDA device: {probe()[1]}")
@@ -92,7 +92,7 @@ _TABLE_SETS = {
 }
 
 
-_FILL = {**_NODE_FIELDS, **_UPPER_FIELDS, **_ITEM_FIELDS}
+_FILL = {name: column.fill for name, column in COLUMNS.items()}
 
 
 def _snapshot(idx: Index) -> dict[str, np.ndarray]:

@@ -3,8 +3,8 @@ metric's coefficients. Owned by ``rtindex.Index``; the path modules take it as i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -74,12 +74,39 @@ class Engine:
 
     @classmethod
     def create(cls, config: IndexConfig) -> Engine:
+        """An empty engine: tables of ``config.initial_capacity`` rows."""
+        half = config.traversal_precision == "float16"
+        return cls._around(config, GraphStore(config.dim, config.M, config.initial_capacity, half,
+                                              config.deleted_versions_kept))
+
+    @classmethod
+    def restore(cls, config: IndexConfig, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> Engine:
+        """The engine an ``export_views`` described (``arrays``: copies of its views;
+        ``meta``: at least its bookkeeping): tables, free lists, id map, graveyard, node
+        counts and counters."""
+        half = config.traversal_precision == "float16"
+        store = GraphStore.restore(config.dim, config.M, half, config.deleted_versions_kept, arrays, meta["marks"])
+        engine = cls._around(config, store)
+        engine.live_nodes, engine.tombstones = meta["live_nodes"], meta["tombstones"]
+        engine.counters = Counters(**meta["counters"])
+        return engine
+
+    def export_views(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Views of every array to save (copy them with writes excluded) and the
+        bookkeeping ``restore`` needs besides them."""
+        views, marks = self.store.export_views()
+        meta = {"marks": marks, "live_nodes": self.live_nodes, "tombstones": self.tombstones,
+                "counters": asdict(self.counters)}
+        return views, meta
+
+    @classmethod
+    def _around(cls, config: IndexConfig, store: GraphStore) -> Engine:
         scratch = ScratchPool(config.max_degree0, max_idle=4 * config.worker_threads + 4)
         code = metric_code(config.metric)
         half = config.traversal_precision == "float16"
         return cls(
             config=config,
-            store=GraphStore(config.dim, config.M, config.initial_capacity, half),
+            store=store,
             workers=Workers(config.worker_threads, scratch),
             epochs=ReaderEpochs(),
             params=BuildParams(

@@ -20,7 +20,7 @@ import numpy as np
 
 from rtindex.core import gpu, validation
 from rtindex.core.config import IndexConfig
-from rtindex.core.engine import Counters, Engine
+from rtindex.core.engine import Engine
 from rtindex.core.insert import draw_levels, link_new_nodes
 from rtindex.core.lockstep import search_lockstep
 from rtindex.core.repair import consolidate, consolidation_due, fix_entry_points, tombstone_nodes_of
@@ -38,11 +38,18 @@ from rtindex.core.results import (
 )
 from rtindex.core.scorers import MetricScorer, Scorer
 from rtindex.core.search import search_batch
-from rtindex.core.storage import Allocate, GraphStore, Graveyard, IdMap, copy_out
-from rtindex.kernels.layout import ITEM_DELETED, ITEM_LIVE, LIVE
+from rtindex.core.storage import Allocate, copy_out
+from rtindex.kernels.layout import LIVE, GraphTables
 
 # a get retries this often while writes keep publishing, then waits for the write lock
 OPTIMISTIC_GETS = 64
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = array.view()
+    view.flags.writeable = False
+    return view
+
 
 class Index:
     """A mutable HNSW index over float32 embeddings with int64 ids.
@@ -72,17 +79,10 @@ class Index:
     def from_state(cls, state: IndexState) -> Index:
         """An index equal to the one ``state`` was exported from: same items, graph,
         free slots and versions, hence the same search results."""
-        index = cls.from_config(IndexConfig(**state.config))
-        cfg, meta, arrays = index.config, state.meta, state.arrays
-        engine = index._engine
-        engine.store = GraphStore.restore(cfg.dim, cfg.M, cfg.traversal_precision == "float16", arrays, meta["marks"])
-        engine.live_nodes, engine.tombstones = meta["live_nodes"], meta["tombstones"]
-        engine.counters = Counters(**meta["counters"])
-        index._ids = IdMap.restore("idmap", arrays)
-        index._graveyard = Graveyard.restore(cfg.deleted_versions_kept, arrays)
-        index._rng.bit_generator.state = meta["rng"]
-        if engine.gpu is not None:
-            engine.gpu.upload_all()
+        config = IndexConfig(**state.config)
+        index = cls.__new__(cls)
+        index._init(config, Engine.restore(config, state.arrays, state.meta))
+        index._rng.bit_generator.state = state.meta["rng"]
         return index
 
     def export_state(self, capture_with: Callable[[], dict[str, Any]] | None = None,
@@ -92,16 +92,12 @@ class Index:
         runs at the same instant and its result lands in ``extra``: what it reports
         (e.g. applied Kafka offsets) is exactly what the copy contains. ``allocate``
         says where the copies go (default: private numpy arrays)."""
-        engine = self._engine
         with self._write_lock:
             t0 = time.perf_counter()
             extra = capture_with() if capture_with is not None else {}
-            views, marks = self._export_views()
+            views, meta = self._engine.export_views()
             arrays = {name: copy_out(name, view, allocate) for name, view in views.items()}
-            meta = {
-                "marks": marks, "live_nodes": engine.live_nodes, "tombstones": engine.tombstones,
-                "counters": asdict(engine.counters), "rng": self._rng.bit_generator.state, "items": len(self),
-            }
+            meta.update(rng=self._rng.bit_generator.state, items=len(self))
             meta["pause_seconds"] = time.perf_counter() - t0
         config = asdict(self.config)
         config.pop("device")  # where to search is the restoring process's choice
@@ -111,19 +107,11 @@ class Index:
         """Shape and dtype of each array ``export_state`` would copy now (so that a
         caller can prepare the memory before the copy)."""
         with self._write_lock:
-            return {name: (view.shape, view.dtype) for name, view in self._export_views()[0].items()}
+            return {name: (view.shape, view.dtype) for name, view in self._engine.export_views()[0].items()}
 
-    def _export_views(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-        views, marks = self._engine.store.export_views()
-        views.update(self._ids.export_views("idmap"))
-        views.update(self._graveyard.export_views())
-        return views, marks
-
-    def _init(self, config: IndexConfig) -> None:
+    def _init(self, config: IndexConfig, engine: Engine | None = None) -> None:
         self.config = config
-        self._engine = Engine.create(config)
-        self._ids = IdMap(config.initial_capacity)
-        self._graveyard = Graveyard(config.deleted_versions_kept)
+        self._engine = Engine.create(config) if engine is None else engine
         self._rng = np.random.default_rng(config.seed)
         self._write_lock = threading.Lock()
         # odd while a write changes what get() reads; a get that saw it move reads again
@@ -141,13 +129,10 @@ class Index:
         Raises ValueError saying what is wrong; changes nothing."""
         cfg = self.config
         ids = validation.as_ids(ids, "upsert")
-        rows = validation.as_matrix(vectors, cfg.dim, "upsert", rows=len(ids))
+        rows = validation.as_matrix(vectors, cfg.dim, "upsert", rows=len(ids), metric=cfg.metric,
+                                    float16=cfg.traversal_precision == "float16")
         versions = validation.as_versions(versions, len(ids), "upsert")
-        if cfg.metric == "cosine":
-            rows = validation.normalized_rows(rows, "upsert")
-        if cfg.traversal_precision == "float16":
-            validation.check_float16_range(rows, "upsert")
-        return ids, rows, versions
+        return ids, validation.stored_rows(rows, cfg.metric), versions
 
     def prepare_delete(self, ids: object, versions: object | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Validate and convert a delete batch; raises ValueError, changes nothing."""
@@ -166,8 +151,8 @@ class Index:
 
         ef_construction: beam width for this batch only, at most the index's (default
         it): a narrower beam links sooner at some cost in graph quality — the server's
-        writer narrows it when it is behind its freshness budget (rtindex/core/writer.py
-        has the measurements).
+        writer narrows it when it is behind its freshness budget (``rtindex.core.writer``
+        says why; README has the measurements).
         """
         return self.upsert_prepared(*self.prepare_upsert(ids, vectors, versions), ef_construction=ef_construction)
 
@@ -180,17 +165,14 @@ class Index:
         ef = validation.as_ef_construction(ef_construction, cfg.ef_construction)
         engine = self._engine
         store = engine.store
+        items = store.items
         with self._write_lock:
             store.reclaim(engine.epochs.oldest_active())
-            slots = self._ids.get(ids)
+            slots = items.slots_of(ids)
             exists = slots >= 0
-            t = store.tables
-            stored = t.item_versions[np.maximum(slots, 0)]
-            if versions is None:
-                apply = np.ones(len(ids), bool)
-            else:  # a new id is stale too if it was deleted at a later version
-                stored = np.where(exists, stored, self._graveyard.versions_of(ids))
-                apply = versions > stored
+            # for a new id, the version it was deleted at: it is stale too if that is later
+            stored = items.stored_versions(ids, slots)
+            apply = np.ones(len(ids), bool) if versions is None else versions > stored
             new = np.flatnonzero(apply & ~exists)
             refresh = np.flatnonzero(apply & exists)
             skipped = len(ids) - len(new) - len(refresh)
@@ -208,26 +190,23 @@ class Index:
 
             n = len(order)
             levels = draw_levels(self._rng, n, cfg.level_multiplier, cfg.max_level)
-            new_items = store.item_slots.allocate(len(new))
+            new_items = items.allocate(len(new))
             nodes = store.node_slots.allocate(n)
             vector_rows = nodes  # each new node owns the row of its own id
             upper_rows = store.upper_slots.allocate(int(levels.sum()))
-            store.ensure_capacity(store.node_slots.high_water, store.upper_slots.high_water, store.item_slots.high_water)
+            store.ensure_capacity(store.node_slots.high_water, store.upper_slots.high_water, items.slots.high_water)
             t = store.tables
             with self._publishing():  # the rows and item slots may be reused ones
                 ordered = rows[order]
                 t.vectors[vector_rows] = ordered
                 if t.vectors16.shape[1]:
                     t.vectors16[vector_rows] = ordered.astype(np.float16).view(np.uint16)
-                items = np.concatenate([new_items, slots[refresh]])
-                self._write_nodes(nodes, vector_rows, items, levels, upper_rows)
+                owners = np.concatenate([new_items, slots[refresh]])
+                self._write_nodes(nodes, vector_rows, owners, levels, upper_rows)
                 engine.note_nodes(nodes)
                 engine.note_items(new_items)
-                t.item_ids[new_items] = ids[new]
-                t.item_versions[new_items] = new_versions[: len(new)]
-                t.item_vec[new_items] = vector_rows[: len(new)]
-                t.item_first_node[new_items] = nodes[: len(new)]
-                t.item_state[new_items] = ITEM_LIVE
+                fresh = slice(0, len(new))
+                items.add(new_items, ids[new], new_versions[fresh], vector_rows[fresh], nodes[fresh])
 
             link_new_nodes(engine, nodes, engine.params._replace(ef_construction=ef))
             if ef < cfg.ef_construction:
@@ -237,16 +216,11 @@ class Index:
                 if len(refresh):
                     # the new node is linked; now retire the old one (a search in between
                     # may meet both and returns the item once)
-                    refreshed_items = slots[refresh]
-                    old_first = t.item_first_node[refreshed_items].copy()
-                    t.item_first_node[refreshed_items] = nodes[len(new) :]
-                    t.item_vec[refreshed_items] = vector_rows[len(new) :]
-                    t.item_versions[refreshed_items] = new_versions[len(new) :]
+                    rest = slice(len(new), None)
+                    old_first = items.repoint(slots[refresh], nodes[rest], vector_rows[rest], new_versions[rest])
                     engine.note_chain_states(old_first)
                     tombstone_nodes_of(engine, old_first)
-                self._ids.put(ids[new], new_items)
-            if versions is not None:
-                self._graveyard.forget(ids[new])
+                items.publish(ids[new], new_items, versioned=versions is not None)
             engine.counters.inserted += len(new)
             engine.counters.refreshed += len(refresh)
             self._after_write()
@@ -285,26 +259,21 @@ class Index:
     def delete_prepared(self, ids: np.ndarray, versions: np.ndarray | None) -> DeleteResult:
         """``delete`` of a batch exactly as ``prepare_delete`` returned it."""
         engine = self._engine
+        items = engine.store.items
         with self._write_lock:
             engine.store.reclaim(engine.epochs.oldest_active())
-            slots = self._ids.get(ids)
+            slots = items.slots_of(ids)
             known = slots >= 0
-            t = engine.store.tables
-            apply = known.copy()
-            if versions is not None:
-                apply &= versions > t.item_versions[np.maximum(slots, 0)]
+            # newer than the stored version, or for an unknown id than the delete the
+            # graveyard remembers (versioned deletes of unknown ids are remembered too)
+            newer = known if versions is None else versions > items.stored_versions(ids, slots)
+            apply = known & newer
             doomed = slots[apply]
             with self._publishing():
-                engine.note_chain_states(t.item_first_node[doomed])
-                tombstone_nodes_of(engine, t.item_first_node[doomed])
-                t.item_state[doomed] = ITEM_DELETED
-                if versions is not None:
-                    t.item_versions[doomed] = versions[apply]
-                    # remember versioned deletes, of unknown ids too: in a replay the delete
-                    # may come before an older upsert of the same id
-                    unknown_newer = ~known & (versions > self._graveyard.versions_of(ids))
-                    self._graveyard.record(ids[apply | unknown_newer], versions[apply | unknown_newer])
-                self._ids.remove(ids[apply])
+                first_nodes = items.first_nodes(doomed)
+                engine.note_chain_states(first_nodes)
+                tombstone_nodes_of(engine, first_nodes)
+                items.mark_deleted(ids[newer], slots[newer], None if versions is None else versions[newer])
             skipped = int(known.sum() - apply.sum())
             engine.counters.deleted += len(doomed)
             engine.counters.skipped_stale += skipped
@@ -387,9 +356,7 @@ class Index:
             if not isinstance(scorer, Scorer):
                 raise ValueError("search: scorer must have prepare(queries) and score(state, query_index, rows)")
             return search_lockstep(self._engine, scorer, queries, validation.batch_size(queries), k, ef, widths)
-        q = validation.as_matrix(queries, cfg.dim, "search")
-        if cfg.metric == "cosine":
-            q = validation.normalized_rows(q, "search")
+        q = validation.stored_rows(validation.as_matrix(queries, cfg.dim, "search", metric=cfg.metric), cfg.metric)
         if execution == "lockstep":
             return search_lockstep(self._engine, self._metric_scorer, q, len(q), k, ef, widths)
         if execution == "auto" and self._engine.gpu is not None:
@@ -414,15 +381,15 @@ class Index:
             return self._read_items(ids)
 
     def _read_items(self, ids: np.ndarray) -> GetResult:
-        slots = self._ids.get(ids)
-        found = slots >= 0
-        hit = slots[found]
-        t = self._engine.store.tables
-        vectors = np.full((len(ids), self.config.dim), np.nan, np.float32)
-        vectors[found] = t.vectors[t.item_vec[hit]]
-        versions = np.full(len(ids), -1, np.int64)
-        versions[found] = t.item_versions[hit]
+        found, vectors, versions = self._engine.store.items.read(ids)
         return GetResult(found=found, vectors=vectors, versions=versions)
+
+    @property
+    def graph(self) -> GraphTables:
+        """The graph's arrays as last published, as read-only views (for inspection:
+        degrees, links, node states; see ``GraphTables`` for shapes). Rows written later
+        show through them; tables grown later are not in them (read the property again)."""
+        return GraphTables(*(_read_only(a) for a in self._engine.store.tables))
 
     @property
     def writes_applied(self) -> int:
@@ -431,7 +398,7 @@ class Index:
         return c.inserted + c.refreshed + c.deleted
 
     def __len__(self) -> int:
-        return self._ids.count
+        return self._engine.store.items.count
 
     def __contains__(self, item_id: object) -> bool:
         return bool(self.get([item_id]).found[0])
@@ -443,7 +410,7 @@ class Index:
             t = store.tables
             entry = int(t.entry_node[0])
             pools = {
-                "node": store.node_slots, "upper_row": store.upper_slots, "item": store.item_slots,
+                "node": store.node_slots, "upper_row": store.upper_slots, "item": store.items.slots,
             }
             out: dict[str, Any] = {
                 "items": len(self),
@@ -463,10 +430,8 @@ class Index:
                 out[f"{name}_slots_free"] = pool.free_count
                 out[f"{name}_slots_waiting"] = pool.limbo_count
                 out[f"{name}_capacity"] = capacities[name]
-            out["deleted_versions_kept"] = self._graveyard.count
-            out["memory_bytes"] = (
-                store.nbytes() + self._ids.nbytes() + self._graveyard.nbytes() + engine.workers.scratch.nbytes()
-            )
+            out["deleted_versions_kept"] = store.items.graveyard.count
+            out["memory_bytes"] = store.nbytes() + engine.workers.scratch.nbytes()
             out.update(
                 inserted=engine.counters.inserted,
                 refreshed=engine.counters.refreshed,

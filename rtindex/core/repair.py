@@ -13,7 +13,7 @@ import numpy as np
 
 from rtindex.core.engine import Engine
 from rtindex.core.insert import relink_nodes
-from rtindex.kernels.layout import FREE, ITEM_DELETED, ITEM_FREE, LIVE, TOMBSTONE, Scratch
+from rtindex.kernels.layout import FREE, LIVE, TOMBSTONE, Scratch
 from rtindex.kernels.repair import (
     adopt_orphans,
     collect_upper_rows,
@@ -77,14 +77,13 @@ def consolidate(engine: Engine) -> int:
     _keep_everyone_reachable(engine)
 
     upper_rows = collect_upper_rows(t, dead)
-    items = np.unique(t.node_item[dead])
-    items = items[t.item_state[items] == ITEM_DELETED]
+    owners = t.node_item[dead]
     t.node_state[dead] = FREE
-    t.item_state[items] = ITEM_FREE
+    items = store.items.free_deleted(owners)  # a refreshed item keeps its slot: only deleted ones go
     epoch = engine.epochs.advance()
     store.node_slots.retire(dead, epoch)
     store.upper_slots.retire(upper_rows, epoch)
-    store.item_slots.retire(items, epoch)
+    store.items.retire(items, epoch)
     store.reclaim(engine.epochs.oldest_active())
     engine.tombstones -= len(dead)
     return len(dead)

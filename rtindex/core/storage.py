@@ -12,17 +12,23 @@ Only a reservation that runs out is copied into a larger one. A search holding t
 previous ``GraphTables`` keeps reading shorter views of the same rows: kernels ignore
 links to nodes past a view's end, and each published ``GraphTables`` has its own
 entry points, all inside its views.
+
+``COLUMNS`` is the one schema of those arrays (table, row shape, dtype, fill value,
+saved or derived, GPU mirroring): creation, growth, export and restore here, and the GPU
+mirror and its dirty-row sets, all derive from it. ``ItemTable`` owns the item lifecycle
+(id map, item columns, item slots, graveyard), as Qdrant's id tracker does.
 """
 
 from __future__ import annotations
 
 import mmap
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
 from rtindex.kernels.idmap import EMPTY, idmap_get, idmap_put, idmap_rehash, idmap_remove
-from rtindex.kernels.layout import GraphTables
+from rtindex.kernels.layout import ITEM_DELETED, ITEM_FREE, ITEM_LIVE, GraphTables
 
 GROWTH = 1.5
 RESERVE_FACTOR = 64  # a reservation holds this many times the rows asked for ...
@@ -163,59 +169,99 @@ class _Reservations:
         return out
 
 
-# which arrays belong to which table, and the value of an unused slot
-_NODE_FIELDS = {
-    "vectors": 0.0, "vectors16": 0, "node_vec": -1, "node_item": -1, "node_level": 0, "node_state": 0, "node_graph": 0,
-    "node_next": -1, "node_upper": -1, "links0": 0,
+class Column(NamedTuple):
+    """One array of ``GraphTables``: what storage creates, grows, exports and restores,
+    and what the GPU mirror copies (``rtindex.core.gpu``)."""
+
+    table: str  # "node", "upper" or "item": the table whose slots number its rows
+    dtype: type
+    fill: int | float  # value of an unused slot
+    width: str = ""  # "" for one value per row, else a row width of ``row_shape``
+    saved: bool = True  # False: derived from other columns, recomputed on restore
+    # dirty-row sets (rtindex.core.gpu.dirty) whose rows a GPU sync sends for this array;
+    # () = not mirrored (no GPU kernel reads it)
+    synced_by: tuple[str, ...] = ()
+
+
+TABLES = ("node", "upper", "item")
+
+# the one schema of the tables, in GraphTables order (entry_node, one row per subgraph,
+# is not a slot table)
+COLUMNS: dict[str, Column] = {
+    "vectors": Column("node", np.float32, 0.0, "dim", synced_by=("node",)),
+    "vectors16": Column("node", np.uint16, 0, "dim16", saved=False, synced_by=("node",)),
+    "node_vec": Column("node", np.int32, -1),
+    "node_item": Column("node", np.int32, -1, synced_by=("node",)),
+    "node_level": Column("node", np.int32, 0, synced_by=("node",)),
+    "node_state": Column("node", np.uint8, 0, synced_by=("node", "state")),
+    "node_graph": Column("node", np.int32, 0),
+    "node_next": Column("node", np.int32, -1),
+    "node_upper": Column("node", np.int32, -1, synced_by=("node",)),
+    "links0": Column("node", np.int32, 0, "links0", synced_by=("node", "links0")),
+    "upper_links": Column("upper", np.int32, 0, "upper_links", synced_by=("upper",)),
+    "upper_next": Column("upper", np.int32, -1, synced_by=("upper",)),
+    "item_ids": Column("item", np.int64, -1, synced_by=("item",)),
+    "item_versions": Column("item", np.int64, 0),
+    "item_vec": Column("item", np.int32, -1),
+    "item_first_node": Column("item", np.int32, -1),
+    "item_state": Column("item", np.uint8, 0),
 }
-_UPPER_FIELDS = {"upper_links": 0, "upper_next": -1}
-_ITEM_FIELDS = {"item_ids": -1, "item_versions": 0, "item_vec": -1, "item_first_node": -1, "item_state": 0}
+
+
+def columns_of(table: str) -> tuple[str, ...]:
+    """Names of the columns of ``table`` ("node", "upper" or "item"), in schema order."""
+    return tuple(name for name, column in COLUMNS.items() if column.table == table)
+
+
+def row_shape(column: Column, dim: int, M: int, half_copy: bool) -> tuple[int, ...]:
+    """Shape of one row of ``column`` in an index of these dimensions."""
+    widths = {"": (), "dim": (dim,), "dim16": (dim if half_copy else 0,), "links0": (1 + 2 * M,),
+              "upper_links": (1 + M,)}
+    return widths[column.width]
+
+
+def table_capacity(tables: GraphTables, table: str) -> int:
+    """Rows allocated for ``table`` in ``tables`` (every column of a table has as many)."""
+    return getattr(tables, columns_of(table)[0]).shape[0]
 
 
 class GraphStore:
-    """The tables of one index and their allocators."""
+    """The tables of one index and their allocators: node and upper-level slots here,
+    items (ids, versions, their slots and the graveyard) in ``items``."""
 
-    def __init__(self, dim: int, M: int, initial_capacity: int, half_copy: bool = False) -> None:
+    def __init__(self, dim: int, M: int, initial_capacity: int, half_copy: bool = False,
+                 deleted_versions_kept: int = 0) -> None:
         n = initial_capacity
-        upper = max(16, n // M)
+        rows = {"node": n, "upper": max(16, n // M), "item": n}
         self._reservations = _Reservations()
-        layout = {  # name: (row shape, dtype)
-            "vectors": ((dim,), np.float32), "vectors16": ((dim if half_copy else 0,), np.uint16),
-            "node_vec": ((), np.int32), "node_item": ((), np.int32), "node_level": ((), np.int32),
-            "node_state": ((), np.uint8), "node_graph": ((), np.int32), "node_next": ((), np.int32),
-            "node_upper": ((), np.int32), "links0": ((1 + 2 * M,), np.int32),
-            "upper_links": ((1 + M,), np.int32), "upper_next": ((), np.int32),
-            "item_ids": ((), np.int64), "item_versions": ((), np.int64), "item_vec": ((), np.int32),
-            "item_first_node": ((), np.int32), "item_state": ((), np.uint8),
+        arrays = {
+            name: self._reservations.view(name, None, rows[column.table], row_shape(column, dim, M, half_copy),
+                                          np.dtype(column.dtype), column.fill)
+            for name, column in COLUMNS.items()
         }
-        arrays = {}
-        for fields, rows in ((_NODE_FIELDS, n), (_UPPER_FIELDS, upper), (_ITEM_FIELDS, n)):
-            for name, fill in fields.items():
-                row_shape, dtype = layout[name]
-                arrays[name] = self._reservations.view(name, None, rows, row_shape, np.dtype(dtype), fill)
         self.tables = GraphTables(**arrays, entry_node=np.full(1, -1, np.int32))
         self.node_slots = SlotPool()
         self.upper_slots = SlotPool()
-        self.item_slots = SlotPool()
+        self.items = ItemTable(self, IdMap(initial_capacity), SlotPool(), Graveyard(deleted_versions_kept))
+
+    def _pools(self) -> dict[str, SlotPool]:
+        return {"node": self.node_slots, "upper": self.upper_slots, "item": self.items.slots}
 
     @property
     def node_capacity(self) -> int:
-        return self.tables.node_state.shape[0]
+        return table_capacity(self.tables, "node")
 
     def ensure_capacity(self, nodes: int, upper: int, items: int) -> None:
         """Grow tables so that slot indices below the given counts are valid."""
         t = self.tables
         changes: dict[str, np.ndarray] = {}
-        for need, fields, current in (
-            (nodes, _NODE_FIELDS, t.node_state.shape[0]),
-            (upper, _UPPER_FIELDS, t.upper_next.shape[0]),
-            (items, _ITEM_FIELDS, t.item_ids.shape[0]),
-        ):
+        for table, need in zip(TABLES, (nodes, upper, items), strict=True):
+            current = table_capacity(t, table)
             if need <= current:
                 continue
-            capacity = max(need, int(current * GROWTH))
-            for name, fill in fields.items():
-                changes[name] = self._grown(name, getattr(t, name), capacity, fill)
+            grown = max(need, int(current * GROWTH))
+            for name in columns_of(table):
+                changes[name] = self._grown(name, getattr(t, name), grown, COLUMNS[name].fill)
         if changes:
             # searches holding the previous tables keep its entry points (inside its views)
             self.tables = t._replace(**changes, entry_node=t.entry_node.copy())
@@ -224,37 +270,34 @@ class GraphStore:
         return self._reservations.view(name, current, capacity, current.shape[1:], current.dtype, fill)
 
     def export_views(self) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-        """The used part of every table (views; the float16 copy is left out: derived)
-        and the free lists; the high-water marks. Copy them with writes excluded."""
+        """The used part of every saved column, the free lists (``free_<table>``), the
+        entry points, the id map and the graveyard (views; copy them with writes
+        excluded); the high-water mark of each table."""
         t = self.tables
         arrays: dict[str, np.ndarray] = {}
         marks: dict[str, int] = {}
-        for pool_name, pool, fields in (("node", self.node_slots, _NODE_FIELDS),
-                                        ("upper", self.upper_slots, _UPPER_FIELDS),
-                                        ("item", self.item_slots, _ITEM_FIELDS)):
-            high, arrays[f"free_{pool_name}"] = pool.export()
-            marks[pool_name] = high
-            for name in fields:
-                if name != "vectors16":
+        for table, pool in self._pools().items():
+            high, arrays[f"free_{table}"] = pool.export()
+            marks[table] = high
+            for name in columns_of(table):
+                if COLUMNS[name].saved:
                     arrays[name] = getattr(t, name)[:high]
         arrays["entry_node"] = t.entry_node
+        arrays.update(self.items.export_views())
         return arrays, marks
 
     @classmethod
-    def restore(cls, dim: int, M: int, half_copy: bool, arrays: dict[str, np.ndarray],
+    def restore(cls, dim: int, M: int, half_copy: bool, deleted_versions_kept: int, arrays: dict[str, np.ndarray],
                 marks: dict[str, int]) -> GraphStore:
-        """The inverse of ``export``: tables sized to the high-water marks (they grow on
-        the next insert), the float16 copy recomputed."""
-        store = cls(dim, M, 1, half_copy)
+        """The inverse of ``export_views``: tables sized to the high-water marks (they
+        grow on the next insert), the derived columns (the float16 copy) recomputed."""
+        store = cls(dim, M, 1, half_copy, deleted_versions_kept)
         changes: dict[str, np.ndarray] = {}
-        for pool_name, fields in (("node", _NODE_FIELDS), ("upper", _UPPER_FIELDS), ("item", _ITEM_FIELDS)):
-            capacity = max(1, marks[pool_name])
-            for name, fill in fields.items():
-                if name == "vectors16":
-                    continue
-                saved = arrays[name]
-                changes[name] = store._grown(name, saved.astype(getattr(store.tables, name).dtype, copy=False),
-                                             capacity, fill)
+        for name, column in COLUMNS.items():
+            if column.saved:
+                empty = getattr(store.tables, name)
+                saved = arrays[name].astype(empty.dtype, copy=False)
+                changes[name] = store._grown(name, saved, max(1, marks[column.table]), column.fill)
         vectors = changes["vectors"]
         changes["vectors16"] = store._grown("vectors16", store.tables.vectors16[:0], vectors.shape[0], 0)
         if half_copy:
@@ -263,16 +306,146 @@ class GraphStore:
         store.tables = store.tables._replace(**changes)
         store.node_slots = SlotPool.restore(marks["node"], arrays["free_node"])
         store.upper_slots = SlotPool.restore(marks["upper"], arrays["free_upper"])
-        store.item_slots = SlotPool.restore(marks["item"], arrays["free_item"])
+        store.items = ItemTable.restore(store, deleted_versions_kept, marks["item"], arrays)
         return store
 
     def reclaim(self, oldest_active_epoch: int) -> None:
-        for pool in (self.node_slots, self.upper_slots, self.item_slots):
+        for pool in self._pools().values():
             pool.reclaim(oldest_active_epoch)
 
     def nbytes(self) -> int:
-        pools = (self.node_slots, self.upper_slots, self.item_slots)
-        return sum(a.nbytes for a in self.tables) + sum(p.nbytes() for p in pools)
+        """Tables, free lists, the id map and the graveyard."""
+        pools = (self.node_slots, self.upper_slots)
+        return sum(a.nbytes for a in self.tables) + sum(p.nbytes() for p in pools) + self.items.nbytes()
+
+
+class ItemTable:
+    """The item lifecycle (Qdrant's id tracker): external id -> item slot (``IdMap``),
+    the item columns of ``GraphTables`` (kernels and the GPU mirror read them there;
+    only this class writes them), their ``SlotPool`` and the ``Graveyard`` of deleted
+    versions. Item slots are int32 ``slots``; -1 means an unknown id.
+
+    Lifecycle: ``allocate`` -> ``add`` (written, not yet found by id) -> ``publish``
+    (found by id) -> ``repoint`` on each refresh -> ``mark_deleted`` (gone from the id
+    map; the nodes still exist) -> ``free_deleted`` once consolidation freed its nodes
+    -> ``retire`` (reused after the readers of that epoch left). The writer calls all of
+    them under its lock; ``read`` and ``slots_of`` may run beside it."""
+
+    def __init__(self, store: GraphStore, ids: IdMap, slots: SlotPool, graveyard: Graveyard) -> None:
+        self._store = store  # its ``tables`` are republished when they grow
+        self.ids = ids
+        self.slots = slots
+        self.graveyard = graveyard
+
+    @property
+    def count(self) -> int:
+        """Live items (ids in the id map)."""
+        return self.ids.count
+
+    def slots_of(self, ids: np.ndarray) -> np.ndarray:
+        """int32 item slot of each id, -1 for an unknown (or deleted) id."""
+        return self.ids.get(ids)
+
+    def stored_versions(self, ids: np.ndarray, slots: np.ndarray) -> np.ndarray:
+        """int64 version of each id: the stored one where slots >= 0, else the version
+        it was deleted at (int64 min if the graveyard does not remember it)."""
+        stored = self._store.tables.item_versions[np.maximum(slots, 0)]
+        if self.graveyard.count:  # unversioned writes never fill it: skip the lookup
+            stored = np.where(slots >= 0, stored, self.graveyard.versions_of(ids))
+        else:
+            stored[slots < 0] = np.iinfo(np.int64).min
+        return stored
+
+    def first_nodes(self, slots: np.ndarray) -> np.ndarray:
+        """Head of the node chain of each item."""
+        return self._store.tables.item_first_node[slots]
+
+    def allocate(self, n: int) -> np.ndarray:
+        """``n`` free item slots (their rows exist once the store's capacity covers
+        ``slots.high_water``)."""
+        return self.slots.allocate(n)
+
+    def add(self, slots: np.ndarray, ids: np.ndarray, versions: np.ndarray, vector_rows: np.ndarray,
+            first_nodes: np.ndarray) -> None:
+        """Write new live items into ``slots`` (not found by id until ``publish``)."""
+        t = self._store.tables
+        t.item_ids[slots] = ids
+        t.item_versions[slots] = versions
+        t.item_vec[slots] = vector_rows
+        t.item_first_node[slots] = first_nodes
+        t.item_state[slots] = ITEM_LIVE
+
+    def publish(self, ids: np.ndarray, slots: np.ndarray, versioned: bool) -> None:
+        """Make added items findable by id. A versioned insert also ends the graveyard
+        entry of its id (it is newer than the delete)."""
+        self.ids.put(ids, slots)
+        if versioned:
+            self.graveyard.forget(ids)
+
+    def repoint(self, slots: np.ndarray, first_nodes: np.ndarray, vector_rows: np.ndarray,
+                versions: np.ndarray) -> np.ndarray:
+        """Point refreshed items at their new node chain, vector row and version;
+        returns the old chain heads (to tombstone)."""
+        t = self._store.tables
+        old_first = t.item_first_node[slots]  # fancy indexing: a copy
+        t.item_first_node[slots] = first_nodes
+        t.item_vec[slots] = vector_rows
+        t.item_versions[slots] = versions
+        return old_first
+
+    def mark_deleted(self, ids: np.ndarray, slots: np.ndarray, versions: np.ndarray | None) -> None:
+        """Delete ``ids`` (found at ``slots``): gone from the id map, state DELETED until
+        ``free_deleted``. With ``versions`` (of newer deletes only), they are stored and
+        remembered in the graveyard, of unknown ids (slot -1) too: in a replay the delete
+        may come before an older upsert of the same id."""
+        known = slots >= 0
+        doomed = slots[known]
+        t = self._store.tables
+        t.item_state[doomed] = ITEM_DELETED
+        if versions is not None:
+            t.item_versions[doomed] = versions[known]
+            self.graveyard.record(ids, versions)
+        self.ids.remove(ids[known])
+
+    def free_deleted(self, owners: np.ndarray) -> np.ndarray:
+        """Mark FREE the deleted items among ``owners`` (the items of nodes that
+        consolidation freed); returns their slots, to ``retire``."""
+        t = self._store.tables
+        items = np.unique(owners)
+        items = items[t.item_state[items] == ITEM_DELETED]
+        t.item_state[items] = ITEM_FREE
+        return items
+
+    def retire(self, slots: np.ndarray, epoch: int) -> None:
+        self.slots.retire(slots, epoch)
+
+    def read(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(found bool[n], vectors float32[n, dim] NaN where not found, versions int64[n]
+        -1 where not found). Safe beside the writer only under its sequence lock: a
+        read that overlapped a write may mix the two, or raise IndexError."""
+        slots = self.ids.get(ids)
+        found = slots >= 0
+        hit = slots[found]
+        t = self._store.tables
+        vectors = np.full((len(ids), t.vectors.shape[1]), np.nan, np.float32)
+        vectors[found] = t.vectors[t.item_vec[hit]]
+        versions = np.full(len(ids), -1, np.int64)
+        versions[found] = t.item_versions[hit]
+        return found, vectors, versions
+
+    def nbytes(self) -> int:
+        """The id map, free list and graveyard (the columns are counted with the tables)."""
+        return self.ids.nbytes() + self.slots.nbytes() + self.graveyard.nbytes()
+
+    def export_views(self) -> dict[str, np.ndarray]:
+        """The id map and the graveyard (the columns and free list go with the tables)."""
+        return {**self.ids.export_views("idmap"), **self.graveyard.export_views()}
+
+    @classmethod
+    def restore(cls, store: GraphStore, deleted_versions_kept: int, high_water: int,
+                arrays: dict[str, np.ndarray]) -> ItemTable:
+        return cls(store, IdMap.restore("idmap", arrays), SlotPool.restore(high_water, arrays["free_item"]),
+                   Graveyard.restore(deleted_versions_kept, arrays))
 
 
 class IdMap:
@@ -284,7 +457,7 @@ class IdMap:
     checks for that itself) but never outside the arrays."""
 
     def __init__(self, capacity: int = 1024) -> None:
-        size = 1 << max(4, int(np.ceil(np.log2(2 * capacity))))
+        size = 1 << max(4, int(np.ceil(np.log2(2 * max(1, capacity)))))  # 0: a graveyard that keeps nothing
         self._table = (np.full(size, EMPTY, np.int64), np.full(size, -1, np.int32))
         self.count = 0
 

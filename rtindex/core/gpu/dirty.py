@@ -11,7 +11,8 @@ only counts, so around it the tracker compares the mirrored adjacency and node s
 before and after (``compare``): O(table) but once per consolidation, which itself scans
 every row.
 
-Sets (what a dirty entry means for the device):
+Sets (what a dirty entry means for the device; which arrays each one covers is the
+``synced_by`` of the columns in ``rtindex.core.storage.COLUMNS``, see ``SYNCED``):
   node    a whole node record: vector rows, links0 row, state, level, upper head, item
   links0  a level-0 adjacency row
   state   a node state byte
@@ -26,9 +27,21 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from rtindex.core.storage import COLUMNS
 from rtindex.kernels.layout import GraphTables
 
-SETS = ("node", "links0", "state", "upper", "item")
+
+def _synced_arrays() -> dict[str, tuple[str, ...]]:
+    """Dirty set -> the mirrored arrays whose rows it covers, from the storage schema."""
+    out: dict[str, list[str]] = {}
+    for name, column in COLUMNS.items():
+        for dirty_set in column.synced_by:
+            out.setdefault(dirty_set, []).append(name)
+    return {dirty_set: tuple(names) for dirty_set, names in out.items()}
+
+
+SYNCED = _synced_arrays()
+SETS = tuple(SYNCED)
 
 
 class DirtyRows:

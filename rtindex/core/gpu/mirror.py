@@ -1,9 +1,10 @@
 """Device mirror of the tables a GPU search reads.
 
 The host tables (``GraphStore``) stay authoritative. The mirror holds CuPy copies of
-the node table (float32 rows, the float16 copy when traversal_precision="float16",
-links0, node_state, node_level, node_upper, node_item), the upper-level rows
-(upper_links, upper_next), the items' external ids and the entry points. Capacities
+the columns of the storage schema that have dirty sets (``MIRRORED``): of the node table
+(float32 rows, the float16 copy when traversal_precision="float16", links0, node_state,
+node_level, node_upper, node_item), the upper-level rows (upper_links, upper_next), the
+items' external ids; and the entry points. Capacities
 grow by doubling (at least to the host's), copying device to device. After each applied
 write batch ``sync`` sends the dirty rows (``DirtyRows``) of every table in one packed
 host-to-device copy and one ``scatter_rows`` launch (kernels/mirror_scatter.cu); nothing
@@ -23,21 +24,14 @@ from typing import Any
 import numpy as np
 
 from rtindex.core.gpu.nvrtc import OPTIONS, read_source
+from rtindex.core.storage import COLUMNS, TABLES, Column, table_capacity
 from rtindex.kernels.layout import GraphTables
 
-# mirrored array -> (table, value of an unused slot, dirty sets that feed it)
-MIRRORED: dict[str, tuple[str, int | float, tuple[str, ...]]] = {
-    "vectors": ("node", 0.0, ("node",)),
-    "vectors16": ("node", 0, ("node",)),
-    "links0": ("node", 0, ("node", "links0")),
-    "node_state": ("node", 0, ("node", "state")),
-    "node_level": ("node", 0, ("node",)),
-    "node_upper": ("node", -1, ("node",)),
-    "node_item": ("node", -1, ("node",)),
-    "upper_links": ("upper", 0, ("upper",)),
-    "upper_next": ("upper", -1, ("upper",)),
-    "item_ids": ("item", -1, ("item",)),
-}
+# the arrays a GPU search reads, from the storage schema: each with its table, fill value
+# and the dirty sets that feed it (its synced_by)
+MIRRORED: dict[str, Column] = {name: column for name, column in COLUMNS.items() if column.synced_by}
+# a table's device capacity is the row count of its first mirrored array
+_CAPACITY_ARRAY = {table: next(name for name, c in MIRRORED.items() if c.table == table) for table in TABLES}
 _ALIGN = 16
 
 
@@ -75,24 +69,23 @@ class DeviceMirror:
 
     # ------------------------------------------------------------------ capacity
     def capacity(self, table: str) -> int:
-        name = {"node": "links0", "upper": "upper_links", "item": "item_ids"}[table]
+        name = _CAPACITY_ARRAY[table]
         return int(self.arrays[name].shape[0]) if name in self.arrays else 0
 
     def _ensure_capacity(self, tables: GraphTables) -> None:
         """Grow device tables to at least the host's capacities, by doubling."""
         cp = self._cp
-        host_caps = {"node": tables.node_state.shape[0], "upper": tables.upper_next.shape[0],
-                     "item": tables.item_ids.shape[0]}
-        for table, host_cap in host_caps.items():
+        for table in TABLES:
+            host_cap = table_capacity(tables, table)
             current = self.capacity(table)
             if host_cap <= current:
                 continue
             new_cap = max(host_cap, 2 * current)
-            for name, (owner, fill, _) in MIRRORED.items():
-                if owner != table:
+            for name, column in MIRRORED.items():
+                if column.table != table:
                     continue
                 old = self.arrays[name]
-                grown = cp.full((new_cap, *old.shape[1:]), fill, dtype=old.dtype)
+                grown = cp.full((new_cap, *old.shape[1:]), column.fill, dtype=old.dtype)
                 grown[: old.shape[0]] = old  # device to device
                 self.arrays[name] = grown
             self.stats.grows += 1
@@ -119,7 +112,8 @@ class DeviceMirror:
             self._ensure_capacity(tables)
             jobs: list[tuple[Any, np.ndarray, np.ndarray]] = []
             by_array: dict[str, int] = {}
-            for name, (_, _, sources) in MIRRORED.items():
+            for name, column in MIRRORED.items():
+                sources = column.synced_by
                 device = self.arrays[name]
                 if device.ndim == 2 and device.shape[1] == 0:
                     continue
