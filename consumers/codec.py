@@ -15,12 +15,41 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor_pb2 import FieldDescriptorProto
 
 from rtindex.api.v1.catalog_pb2 import CatalogChange
-from rtindex.kernels.catalog_wire import ACCEPTED, parse_changes
+from rtindex.kernels.catalog_wire import ACCEPTED, FIELD_TYPES, WireLayout, parse_changes
 
 UPSERT = CatalogChange.UPSERT
 DELETE = CatalogChange.DELETE
+
+
+def wire_layout(message: Descriptor) -> WireLayout:
+    """Field numbers and op values of a CatalogChange descriptor, for the compiled parser
+    (kernels/catalog_wire.py). Raises ValueError when a field is missing or its type
+    (hence its wire type) is not the one that parser reads."""
+    numbers = {}
+    for name, parsed_as in FIELD_TYPES.items():
+        field = message.fields_by_name.get(name)
+        declared = _declared_type(field) if field is not None else "missing"
+        if declared != parsed_as:
+            raise ValueError(f"{message.full_name}.{name} is {declared} in the .proto, but the consumer's compiled "
+                             f"decoder (kernels/catalog_wire.py) reads it as {parsed_as}; update the decoder with "
+                             "the .proto")
+        numbers[name] = field.number  # type: ignore[union-attr]
+    ops = message.enum_types_by_name["Op"].values_by_name
+    return WireLayout(**numbers, upsert=ops["UPSERT"].number, delete=ops["DELETE"].number)
+
+
+def _declared_type(field: FieldDescriptor) -> str:
+    """e.g. "int64", "repeated int64", "enum", "bytes"."""
+    name = FieldDescriptorProto.Type.Name(field.type).removeprefix("TYPE_").lower()
+    return f"repeated {name}" if field.is_repeated else name
+
+
+# read once at import: the numbers the producer's generated code writes
+WIRE_LAYOUT = wire_layout(CatalogChange.DESCRIPTOR)
 
 
 class Poison(Exception):
@@ -102,7 +131,7 @@ def decode_batch(keys: list[bytes | None], values: list[bytes | None], dim: int)
     time_us = np.zeros(n, np.int64)
     rows = np.empty((n, dim), "<f4")  # written for accepted UPSERTs, the only rows used (no memset)
     status = np.empty(n, np.uint8)
-    parse_changes(value_bytes, value_starts, value_lengths, key_bytes, key_starts, key_lengths, dim,
+    parse_changes(value_bytes, value_starts, value_lengths, key_bytes, key_starts, key_lengths, dim, WIRE_LAYOUT,
                   rows.view(np.uint8), op, ids, versions, time_us, status)
     poison = []
     for m in np.flatnonzero(status != ACCEPTED):  # few: the protobuf library decides

@@ -265,6 +265,8 @@ class KafkaIngestor:
         cfg = self.index.config
         batch = reduce_batch(changes)
         self.stats.superseded += batch.superseded
+        # the stream's edge: the codec checked ids, versions and sizes; these are the
+        # index's row rules, per row, so one bad message does not sink the batch
         bad = validation.row_problems(batch.upsert_rows, cfg.metric, cfg.traversal_precision == "float16")
         if bad:
             keep = np.ones(len(batch.upsert_ids), bool)
@@ -276,7 +278,8 @@ class KafkaIngestor:
             batch.upsert_versions = batch.upsert_versions[keep]
         pending = []
         if len(batch.upsert_ids):
-            ids, rows, versions = self.index.prepare_upsert(batch.upsert_ids, batch.upsert_rows, batch.upsert_versions)
+            ids, versions = batch.upsert_ids, batch.upsert_versions
+            rows = validation.stored_rows(batch.upsert_rows, cfg.metric)  # checked above: not twice
             # a freshness deadline once serving (the writer narrows the insert beam when
             # behind it); catching up at start-up, nobody reads yet: full quality
             since = float(batch.produced_at.min()) if self.ready.is_set() else None

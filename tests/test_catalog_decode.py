@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from rtindex.api.v1.catalog_pb2 import CatalogChange
 from rtindex.consumers import codec
 from rtindex.consumers.codec import DELETE, UPSERT, Poison, decode, decode_batch, encode, reduce_batch
+from rtindex.kernels.catalog_wire import ACCEPTED, FIELD_TYPES, FLAGGED, parse_changes
 
 DIM = 8
 
@@ -169,3 +171,63 @@ def test_reduce_keeps_the_highest_version_of_each_id_in_stream_order() -> None:
     assert np.array_equal(batch.upsert_rows, np.stack([rows[0], rows[4]]))
     assert batch.upsert_messages.tolist() == [0, 5]
     assert batch.delete_ids.tolist() == [2] and batch.delete_versions.tolist() == [2]
+
+
+# ------------------------------------------------------------------ field numbers follow the .proto
+def _catalog_variant(numbers: dict[str, int], ops: dict[str, int] | None = None,
+                     types: dict[str, int] | None = None) -> type:
+    """A message class like CatalogChange, with other field numbers, op values or field
+    types: what a changed catalog.proto would generate."""
+    proto = descriptor_pb2.FileDescriptorProto()
+    CatalogChange.DESCRIPTOR.file.CopyToProto(proto)
+    proto.name, proto.package = "variant_catalog.proto", "variant"
+    message = proto.message_type[0]
+    for field in message.field:
+        field.number = numbers.get(field.name, field.number)
+        field.type = (types or {}).get(field.name, field.type)
+        if field.type_name:
+            field.type_name = field.type_name.replace(".rtindex.v1.", ".variant.")
+    for value in message.enum_type[0].value:
+        value.number = (ops or {}).get(value.name, value.number)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("variant.CatalogChange"))
+
+
+def test_the_decoder_reads_the_field_numbers_of_the_generated_code() -> None:
+    generated = CatalogChange.DESCRIPTOR
+    assert codec.WIRE_LAYOUT == (*(generated.fields_by_name[name].number for name in FIELD_TYPES),  # noqa: SIM300
+                                 CatalogChange.UPSERT, CatalogChange.DELETE)
+    variant = _catalog_variant({"op": 9, "id": 4, "version": 1, "embedding": 17, "categories": 2,
+                                "producer_time_us": 300}, ops={"UPSERT": 2, "DELETE": 1})
+    layout = codec.wire_layout(variant.DESCRIPTOR)
+    assert (layout.op, layout.id, layout.embedding, layout.upsert) == (9, 4, 17, 2)
+    row = np.arange(DIM, dtype="<f4")
+    values = [
+        variant(op=2, id=5, version=7, embedding=row.tobytes(), categories=[3, 4], producer_time_us=11).SerializeToString(),
+        variant(op=1, id=6, version=8).SerializeToString(),
+        variant(op=2, id=7, version=9, embedding=row[:-1].tobytes()).SerializeToString(),  # wrong dim: flagged
+    ]
+    keys = [b"5", b"6", b"7"]
+    n = len(values)
+    value_bytes, value_starts, value_lengths = codec._concatenated(values)  # type: ignore[arg-type]
+    key_bytes, key_starts, key_lengths = codec._concatenated(keys)  # type: ignore[arg-type]
+    rows = np.zeros((n, DIM), "<f4")
+    op, ids, versions, time_us = (np.zeros(n, np.int64) for _ in range(4))
+    status = np.empty(n, np.uint8)
+    parse_changes(value_bytes, value_starts, value_lengths, key_bytes, key_starts, key_lengths, DIM, layout,
+                  rows.view(np.uint8), op, ids, versions, time_us, status)
+    assert status.tolist() == [ACCEPTED, ACCEPTED, FLAGGED]
+    assert op[:2].tolist() == [2, 1] and ids[:2].tolist() == [5, 6] and versions[:2].tolist() == [7, 8]
+    assert time_us[0] == 11 and rows[0].tobytes() == row.tobytes()
+
+
+@pytest.mark.parametrize(("field", "new_type", "declared"), [
+    ("id", descriptor_pb2.FieldDescriptorProto.TYPE_SINT64, "sint64"),  # zigzag: the parser would misread it
+    ("version", descriptor_pb2.FieldDescriptorProto.TYPE_FIXED64, "fixed64"),  # another wire type
+    ("embedding", descriptor_pb2.FieldDescriptorProto.TYPE_STRING, "string"),
+])
+def test_a_field_type_the_decoder_cannot_read_is_refused_when_loaded(field: str, new_type: int, declared: str) -> None:
+    variant = _catalog_variant({}, types={field: new_type})
+    with pytest.raises(ValueError, match=rf"CatalogChange\.{field} is {declared} in the \.proto, .* update the decoder"):
+        codec.wire_layout(variant.DESCRIPTOR)

@@ -4,6 +4,7 @@ scorer. Encoded batch-first, row-major, little-endian; decoding checks what it c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -29,7 +30,7 @@ def decode(tensor: index_pb2.Tensor, name: str) -> np.ndarray:
     if not tensor.shape:
         raise ValueError(f"feature {name!r}: shape is empty; tensors are batch-first, e.g. [batch, ...]")
     dtype = np.dtype(tensor.dtype).newbyteorder("<")
-    expected = int(np.prod(tensor.shape)) * dtype.itemsize
+    expected = math.prod(tensor.shape) * dtype.itemsize  # exact: np.prod would wrap around for huge shapes
     if len(tensor.data) != expected:
         raise ValueError(f"feature {name!r}: shape {list(tensor.shape)} x {tensor.dtype} needs {expected} bytes, "
                          f"got {len(tensor.data)}")

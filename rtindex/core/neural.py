@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from rtindex.core import validation
+
 QUERY_SIGNATURE = "query_state"
 SCORE_SIGNATURE = "score"
 PRECISIONS = ("float32", "float16", "bfloat16")
@@ -220,7 +222,6 @@ class SavedModelScorer:
                 f"the model takes {self.describe_features()}"
             )
         out: dict[str, np.ndarray] = {}
-        sizes: dict[str, int] = {}
         for name, (dtype, shape) in self.feature_spec.items():
             arr = np.asarray(features[name])
             want = _describe(dtype, shape)
@@ -231,11 +232,7 @@ class SavedModelScorer:
                 bad = np.flatnonzero(~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1))[:5].tolist()
                 raise ValueError(f"neural scorer: query feature {name!r} has NaN or infinity in rows {bad}")
             out[name] = arr
-            sizes[name] = len(arr)
-        if len(set(sizes.values())) != 1:
-            raise ValueError(f"neural scorer: query features have different batch sizes {sizes}; pass one row per query")
-        if next(iter(sizes.values())) == 0:
-            raise ValueError("neural scorer: empty batch (0 queries); pass at least one")
+        validation.batch_size(out, "neural scorer")  # one row per query in every feature, at least one query
         return out
 
     def describe_features(self) -> str:

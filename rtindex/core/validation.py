@@ -1,13 +1,38 @@
 """Checks at the edge: every public entry point converts and validates its input here,
-once, with messages that say what was wrong and what to do. Nothing here mutates."""
+once, with messages that say what was wrong and what to do. Nothing here mutates.
+
+Each rule is written once. The batch edges (``Index`` methods, and through them the gRPC
+server, which only turns wire bytes into arrays) raise ValueError naming the first bad
+rows; the stream edge (the Kafka consumer) asks ``row_problems`` for one reason per bad
+row, so one bad message is dead-lettered without sinking its batch.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
 MAX_ID = np.iinfo(np.int64).max
+FLOAT16_MAX = 65504.0
+
+
+class RowRule(NamedTuple):
+    """A rule every stored embedding (and every query vector) obeys."""
+
+    reason: str  # what is wrong with a refused row
+    fix: str  # what the sender should do about it
+
+    def message(self) -> str:
+        return f"{self.reason}; {self.fix}"
+
+
+NOT_FINITE = RowRule("embedding contains NaN or infinity (or values beyond float32 range)",
+                     "send finite float32 values")
+ALL_ZEROS = RowRule("embedding is all zeros, which has no direction for cosine similarity", "send a non-zero vector")
+BEYOND_FLOAT16 = RowRule("embedding has values beyond float16 range (|x| > 65504)",
+                         "rescale the embeddings or use traversal_precision='float32'")
 
 
 def as_ids(ids: object, what: str) -> np.ndarray:
@@ -42,6 +67,7 @@ def as_ids(ids: object, what: str) -> np.ndarray:
 
 
 def as_versions(versions: object | None, n: int, what: str) -> np.ndarray | None:
+    """int64[n] (one version per id), or None for an unversioned write."""
     if versions is None:
         return None
     arr = np.asarray(versions)
@@ -62,8 +88,18 @@ def as_ef_construction(ef: object | None, index_ef: int) -> int:
     return int(ef)
 
 
-def as_matrix(vectors: object, dim: int, what: str, rows: int | None = None) -> np.ndarray:
-    """float32[n, dim], finite. A single vector of length dim is accepted as one row."""
+def as_matrix(vectors: object, dim: int, what: str, rows: int | None = None, *, metric: str = "ip",
+              float16: bool = False) -> np.ndarray:
+    """float32[n, dim] whose rows obey the row rules of an index with this ``metric``
+    (and a float16 traversal copy when ``float16``); raises ValueError naming the first
+    bad rows. A single vector of length dim is accepted as one row; ``rows`` is the
+    number of vectors expected (one per id). Not normalised: see ``stored_rows``."""
+    out = _float32_matrix(vectors, dim, what, rows)
+    check_rows(out, metric, float16, what)
+    return out
+
+
+def _float32_matrix(vectors: object, dim: int, what: str, rows: int | None) -> np.ndarray:
     arr = np.asarray(vectors)
     if arr.dtype.kind not in "fiu":
         raise ValueError(f"{what}: vectors must be numeric, got dtype {arr.dtype}")
@@ -74,75 +110,87 @@ def as_matrix(vectors: object, dim: int, what: str, rows: int | None = None) -> 
     if arr.shape[0] == 0:
         raise ValueError(f"{what}: empty batch (0 vectors); pass at least one")
     if arr.shape[1] != dim:
-        raise ValueError(f"{what}: vectors have dimension {arr.shape[1]}, the index has dim={dim}")
+        raise ValueError(f"{what}: vectors have dim={arr.shape[1]}, the index has dimension {dim}; "
+                         f"send vectors of {dim} values")
     if rows is not None and arr.shape[0] != rows:
-        raise ValueError(f"{what}: got {rows} ids but {arr.shape[0]} vectors; pass one vector per id")
-    with np.errstate(over="ignore"):  # values beyond float32 become inf, refused just below
-        out = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(out).all():
-        finite = np.isfinite(out).all(axis=1)
-        bad = np.flatnonzero(~finite)[:5].tolist()
-        raise ValueError(
-            f"{what}: rows {bad} contain NaN or infinity (or values beyond float32 range); "
-            "fix or drop those rows"
-        )
-    return out
+        raise ValueError(f"{what}: {rows} ids but {arr.shape[0]} embeddings; send one embedding per id")
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, which the row rules refuse
+        return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _broken_rules(rows: np.ndarray, metric: str, float16: bool) -> list[tuple[RowRule, np.ndarray]]:
+    """(rule, bool[n] rows breaking it) for each rule an index with this metric keeps.
+    A row breaks at most one: the others are judged on finite rows only."""
+    finite = np.isfinite(rows).all(axis=1)
+    broken = [(NOT_FINITE, ~finite)]
+    if metric == "cosine" or float16:
+        peak = np.abs(rows if finite.all() else np.where(finite[:, None], rows, 0)).max(axis=1)
+        if metric == "cosine":
+            broken.append((ALL_ZEROS, finite & (peak == 0)))
+        else:  # cosine rows are stored unit-norm, so only other metrics can leave the float16 range
+            broken.append((BEYOND_FLOAT16, finite & (peak > FLOAT16_MAX)))
+    return broken
+
+
+def check_rows(rows: np.ndarray, metric: str, float16: bool, what: str) -> None:
+    """Raise ValueError for the first row rule some of ``rows`` (float32[n, dim]) break,
+    naming (up to five of) those rows."""
+    for rule, bad in _broken_rules(rows, metric, float16):
+        if bad.any():
+            raise ValueError(f"{what}: rows {np.flatnonzero(bad)[:5].tolist()}: {rule.message()}")
 
 
 def row_problems(rows: np.ndarray, metric: str, float16: bool) -> dict[int, str]:
-    """Rows the index would refuse (the rules of as_matrix, normalized_rows and
-    check_float16_range): row number -> why. Empty when all are fine. For streams,
-    where one bad row must not sink a whole batch."""
-    finite = np.isfinite(rows).all(axis=1)
-    peak = np.abs(np.where(finite[:, None], rows, 0)).max(axis=1) if len(rows) else np.zeros(0)
-    rules = [(~finite, "embedding contains NaN or infinity")]
-    if metric == "cosine":
-        rules.append((finite & (peak == 0), "embedding is all zeros (cosine needs a direction)"))
-    if float16:
-        rules.append((finite & (peak > 65504.0), "embedding has values beyond float16 range (|x| > 65504)"))
-    return {int(i): reason for bad, reason in rules for i in np.flatnonzero(bad)}
+    """The same rules as ``check_rows``, per row: row number -> why it is refused.
+    Empty when all are fine. For streams, where one bad row must not sink a batch."""
+    return {int(i): rule.message() for rule, bad in _broken_rules(rows, metric, float16) for i in np.flatnonzero(bad)}
 
 
-def check_float16_range(vectors: np.ndarray, what: str) -> None:
-    """Rows must be representable in float16 when the index traverses a float16 copy."""
-    too_big = np.abs(vectors).max(axis=1) > 65504.0
-    if too_big.any():
-        bad = np.flatnonzero(too_big)[:5].tolist()
-        raise ValueError(
-            f"{what}: rows {bad} have values beyond float16 range (|x| > 65504); rescale the "
-            "embeddings or use traversal_precision='float32'"
-        )
+def stored_rows(rows: np.ndarray, metric: str) -> np.ndarray:
+    """``rows`` (float32[n, dim], already past the row rules) as the index stores and
+    searches them: unit-norm for cosine, unchanged otherwise."""
+    if metric != "cosine":
+        return rows
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):  # odd rows: redone below
+        norms = np.linalg.norm(rows, axis=1)
+        out = rows / norms[:, None]
+    # float32 squares under/overflow for tiny or huge rows (|x| ~ 1e-23 or 1e19); redo those in float64
+    odd = (norms == 0) | ~np.isfinite(norms)
+    if odd.any():
+        wide = rows[odd].astype(np.float64)
+        out[odd] = wide / np.linalg.norm(wide, axis=1)[:, None]
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def normalized_rows(vectors: np.ndarray, what: str) -> np.ndarray:
-    """Unit-norm copy for the cosine metric; zero rows have no direction and are refused."""
-    norms = np.linalg.norm(vectors, axis=1)
-    if np.any(norms == 0):
-        bad = np.flatnonzero(norms == 0)[:5].tolist()
-        raise ValueError(f"{what}: rows {bad} are all zeros; cosine similarity needs a non-zero vector")
-    return np.ascontiguousarray(vectors / norms[:, None], dtype=np.float32)
+    """Unit-norm copy for the cosine metric of finite rows; zero rows have no direction
+    and are refused (the ALL_ZEROS rule)."""
+    check_rows(vectors, "cosine", False, what)
+    return stored_rows(vectors, "cosine")
 
 
-def batch_size(queries: object) -> int:
-    """Number of queries in a batch given to a scorer: rows of an array, or of the first
+def batch_size(queries: object, what: str = "search") -> int:
+    """Number of queries in a batch given to a scorer: rows of an array, or of every
     tensor of a mapping of named features (all of the same length)."""
     if isinstance(queries, Mapping):
         if not queries:
-            raise ValueError("search: no query features given")
+            raise ValueError(f"{what}: no query features given")
         sizes = {name: np.shape(value)[0] if np.ndim(value) else None for name, value in queries.items()}
         if None in sizes.values():
             scalar = [name for name, size in sizes.items() if size is None]
-            raise ValueError(f"search: query features {scalar} are scalars; each feature needs one row per query")
+            raise ValueError(f"{what}: query features {scalar} are scalars; each feature needs one row per query")
         if len(set(sizes.values())) > 1:
-            raise ValueError(f"search: query features have different batch sizes {sizes}; pass one row per query")
+            raise ValueError(f"{what}: query features have different batch sizes {sizes}; pass one row per query")
         n = next(iter(sizes.values()))
     else:
         try:
             n = len(queries)  # type: ignore[arg-type]
         except TypeError:
-            raise ValueError(f"search: queries must be a batch (array or mapping of arrays), got {type(queries).__name__}") from None
+            raise ValueError(
+                f"{what}: queries must be a batch (array or mapping of arrays), got {type(queries).__name__}"
+            ) from None
     if n == 0:
-        raise ValueError("search: empty batch (0 queries); pass at least one")
+        raise ValueError(f"{what}: empty batch (0 queries); pass at least one")
     return n
 
 

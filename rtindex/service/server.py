@@ -1,9 +1,10 @@
 """The gRPC server: ``IndexService`` (search, writes, get, stats), the standard health
 service (NOT_SERVING until ready) and server reflection (grpcurl works).
 
-The servicer only translates: protobuf <-> numpy at the edge, validation with messages
-a client can act on (INVALID_ARGUMENT), limits (documented in ServerConfig), deadlines,
-and status codes. Searches run on the RPC thread; writes go through the single
+The servicer only translates: protobuf <-> numpy at the edge, the index's own input
+rules (``Index.prepare_*``, ``search``, ``get``: their ValueError, which says what to do,
+becomes INVALID_ARGUMENT), limits (documented in ServerConfig), deadlines, and status
+codes. Searches run on the RPC thread; writes go through the single
 ``Writer`` and the RPC returns once they are searchable.
 """
 
@@ -25,7 +26,6 @@ from grpc_reflection.v1alpha import reflection
 
 from rtindex.api import tensors
 from rtindex.api.v1 import index_pb2, index_pb2_grpc
-from rtindex.core import validation
 from rtindex.core.index import Index
 from rtindex.core.writer import Overloaded, Writer
 from rtindex.service.gcwatch import GcPauses
@@ -69,7 +69,7 @@ def _rpc(method: Callable[[IndexServicer, Any, grpc.ServicerContext], Any]) -> C
         except _Reject as exc:
             self.counters[f"rpc_{name}_rejected"] += 1
             context.abort(exc.code, str(exc))
-        except ValueError as exc:  # validation at the edge or in the index
+        except ValueError as exc:  # the request broke a rule of the wire, the limits or the index
             self.counters[f"rpc_{name}_rejected"] += 1
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Overloaded as exc:
@@ -99,41 +99,38 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         self.scorer: Any = None  # a neural scorer (rtindex.core.neural.SavedModelScorer) or None: the index metric
 
     # ------------------------------------------------------------------ decoding
-    def _matrix(self, raw: bytes, dim: int, what: str, rows: int | None = None) -> np.ndarray:
-        index_dim = self.index.config.dim
-        if dim != index_dim:
-            raise ValueError(f"{what}: dim={dim} but the index has dimension {index_dim}")
-        if len(raw) == 0:
-            raise ValueError(f"{what}: empty batch (no vectors); send at least one")
+    # Only wire -> numpy here, plus the server's own limits: the rules of the data
+    # itself are the index's (Index.prepare_upsert / prepare_delete / search / get),
+    # applied once, so a gRPC caller and an in-process caller are told the same things.
+    def _matrix(self, raw: bytes, dim: int, what: str) -> np.ndarray:
+        """float32[n, dim] view of little-endian row-major bytes (n may be 0)."""
+        if dim <= 0:
+            raise ValueError(f"{what}: dim={dim}; set dim to the length of each vector (this index has dimension "
+                             f"{self.index.config.dim})")
         if len(raw) % (4 * dim):
             raise ValueError(
                 f"{what}: {len(raw)} bytes is not a whole number of float32 rows of dimension {dim} "
                 f"({4 * dim} bytes each); send little-endian float32, row-major"
             )
-        matrix = np.frombuffer(raw, "<f4").reshape(-1, dim)
-        if rows is not None and matrix.shape[0] != rows:
-            raise ValueError(f"{what}: {rows} ids but {matrix.shape[0]} embeddings; send one per id")
-        return matrix
+        return np.frombuffer(raw, "<f4").reshape(-1, dim)
 
     def _ids(self, values: Any, what: str) -> np.ndarray:
-        ids = np.asarray(values, np.int64)
-        if len(ids) > self.config.max_write_ids:
-            raise ValueError(f"{what}: {len(ids)} ids in one request; the limit is {self.config.max_write_ids}, split it")
-        return ids
-
-    def _versions(self, values: Any, n: int, what: str) -> np.ndarray | None:
-        if len(values) == 0:
-            return None
-        if len(values) != n:
-            raise ValueError(f"{what}: {len(values)} versions for {n} ids; send one per id or none")
+        if len(values) > self.config.max_write_ids:
+            raise ValueError(f"{what}: {len(values)} ids in one request; the limit is {self.config.max_write_ids}, "
+                             "split it")
         return np.asarray(values, np.int64)
+
+    @staticmethod
+    def _versions(values: Any) -> np.ndarray | None:
+        """None when the request has none: an unversioned write."""
+        return np.asarray(values, np.int64) if len(values) else None
 
     # ------------------------------------------------------------------ RPCs
     @_rpc
     def Search(self, request: index_pb2.SearchRequest, context: grpc.ServicerContext) -> index_pb2.SearchResponse:
         cfg = self.config
         queries = self._queries(request)
-        n = validation.batch_size(queries)
+        n = _largest_batch(queries)  # a bound for the limit; the index checks the batch itself
         if n > cfg.max_queries:
             raise ValueError(f"search: {n} queries in one request; the limit is {cfg.max_queries}, split it")
         k = request.k
@@ -147,7 +144,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             raise ValueError(f"search: level_ef entries must be at most {cfg.max_k}, got {max(level_ef)}")
         res = self.index.search(queries, k=k, ef=ef, level_ef=level_ef, scorer=self.scorer)
         return index_pb2.SearchResponse(
-            num_queries=n, k=k, ids=res.ids.astype("<i8").tobytes(),
+            num_queries=len(res.ids), k=k, ids=res.ids.astype("<i8").tobytes(),
             scores=res.scores.astype("<f4").tobytes(), hops=res.hops.tolist(), evaluations=res.evaluations.tolist(),
         )
 
@@ -178,10 +175,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
 
     @_rpc
     def Upsert(self, request: index_pb2.UpsertRequest, context: grpc.ServicerContext) -> index_pb2.UpsertResponse:
-        ids = self._ids(request.ids, "upsert")
-        rows = self._matrix(request.embeddings, request.dim, "upsert", rows=len(ids))
-        versions = self._versions(request.versions, len(ids), "upsert")
-        ids, rows, versions = self.index.prepare_upsert(ids, rows, versions)
+        ids, rows, versions = self.index.prepare_upsert(
+            self._ids(request.ids, "upsert"), self._matrix(request.embeddings, request.dim, "upsert"),
+            self._versions(request.versions))
         result = self._wait(self.writer.upsert(ids, rows, versions), context, "upsert")
         return index_pb2.UpsertResponse(
             inserted=result.inserted, refreshed=result.refreshed, skipped_stale=result.skipped_stale
@@ -189,9 +185,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
 
     @_rpc
     def Delete(self, request: index_pb2.DeleteRequest, context: grpc.ServicerContext) -> index_pb2.DeleteResponse:
-        ids = self._ids(request.ids, "delete")
-        versions = self._versions(request.versions, len(ids), "delete")
-        ids, versions = self.index.prepare_delete(ids, versions)
+        ids, versions = self.index.prepare_delete(self._ids(request.ids, "delete"), self._versions(request.versions))
         result = self._wait(self.writer.delete(ids, versions), context, "delete")
         return index_pb2.DeleteResponse(
             deleted=result.deleted, unknown_ids=result.unknown_ids.tolist(), skipped_stale=result.skipped_stale
@@ -245,6 +239,13 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             items=stats["items"], dim=stats["dim"], metric=stats["metric"], memory_bytes=stats["memory_bytes"],
             counters=counters,
         )
+
+
+def _largest_batch(queries: Any) -> int:
+    """Rows of a query matrix, or the longest leading dimension of named features."""
+    if isinstance(queries, np.ndarray):
+        return len(queries)
+    return max((len(feature) for feature in queries.values()), default=0)
 
 
 def load_scorer(spec: str, dim: int) -> Any:
