@@ -45,8 +45,7 @@ def load_into_rtindex(path: Path, dim: int, metric: str, **options: object) -> I
     store.ensure_capacity(count, n_upper, count)
     t = store.tables
     nodes = np.arange(count, dtype=np.int32)
-    t.vectors[:count] = vectors
-    index._write_nodes(nodes, nodes, nodes, levels, upper_rows)
+    store.add_nodes(nodes, vectors, nodes, levels, upper_rows)
     t.links0[:count, 0] = links0[:, 0] & 0xFFFF
     t.links0[:count, 1 : 1 + max_m0] = links0[:, 1:]
     first = np.cumsum(levels) - levels

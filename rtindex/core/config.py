@@ -24,7 +24,7 @@ class IndexConfig:
     fill_pruned: fill a new node's row back to M with the best pruned candidates.
     traversal_precision: "float16" (default): searches walk the graph on a float16 copy
       of the rows (half the memory traffic of float32: search is bound by it, so batch
-      QPS rises ~1.3x) and rescore the final candidates in float32, so returned scores
+      QPS rises: README, Performance) and rescore the final candidates in float32, so returned scores
       stay exact; costs +50% vector memory, and values must fit float16 (|x| <= 65504).
       "float32": no copy (less memory, any float32 values).
     repair_alpha: RobustPrune factor for rows repaired after deletes (FreshDiskANN 1.2).

@@ -119,13 +119,11 @@ class Engine:
                 repair_alpha=float(config.repair_alpha),
                 repair_widen=int(config.repair_widen),
                 # neighbor selection reads the float16 copy as well: the candidates' rows are
-                # the ones the walk just read (in cache, half the bytes): 1.08-1.10x faster
-                # inserts at beam 64, 1.07-1.10x at 200 (paired, 100k -> 160k x 128); recall
-                # of a build on clustered 100k, sift5k, glove25 and mnist the same within 0.001
+                # the ones the walk just read (in cache, half the bytes); faster inserts at
+                # the same recall (README, In-process API, has the figures)
                 half=half,
             ),
-            # insertion walks the float16 copy too: 1.19x faster inserts at beam 64, 1.10x
-            # at 200 (100k -> 160k x 128, batches of 500 alternating both modes), same recall
+            # insertion walks the float16 copy too (half the bytes per row read; same recall)
             search_mode=SearchMode(metric=code, direct_rows=True, half=half),
             greedy_widths=np.zeros(config.max_level + 1, np.int32),
         )

@@ -39,7 +39,7 @@ from rtindex.core.results import (
 from rtindex.core.scorers import MetricScorer, Scorer
 from rtindex.core.search import search_batch
 from rtindex.core.storage import Allocate, copy_out
-from rtindex.kernels.layout import LIVE, GraphTables
+from rtindex.kernels.layout import GraphTables
 
 # a get retries this often while writes keep publishing, then waits for the write lock
 OPTIMISTIC_GETS = 64
@@ -192,17 +192,12 @@ class Index:
             levels = draw_levels(self._rng, n, cfg.level_multiplier, cfg.max_level)
             new_items = items.allocate(len(new))
             nodes = store.node_slots.allocate(n)
-            vector_rows = nodes  # each new node owns the row of its own id
+            vector_rows = nodes  # each new node owns the row of its own id (GraphStore.add_nodes)
             upper_rows = store.upper_slots.allocate(int(levels.sum()))
             store.ensure_capacity(store.node_slots.high_water, store.upper_slots.high_water, items.slots.high_water)
-            t = store.tables
             with self._publishing():  # the rows and item slots may be reused ones
-                ordered = rows[order]
-                t.vectors[vector_rows] = ordered
-                if t.vectors16.shape[1]:
-                    t.vectors16[vector_rows] = ordered.astype(np.float16).view(np.uint16)
                 owners = np.concatenate([new_items, slots[refresh]])
-                self._write_nodes(nodes, vector_rows, owners, levels, upper_rows)
+                store.add_nodes(nodes, rows[order], owners, levels, upper_rows)
                 engine.note_nodes(nodes)
                 engine.note_items(new_items)
                 fresh = slice(0, len(new))
@@ -226,29 +221,6 @@ class Index:
             self._after_write()
             return UpsertResult(len(new), len(refresh), skipped, outcome)
 
-    def _write_nodes(
-        self, nodes: np.ndarray, vector_rows: np.ndarray, items: np.ndarray, levels: np.ndarray, upper_rows: np.ndarray
-    ) -> None:
-        """Initialise node slots (not yet reachable): rows, levels, empty adjacency."""
-        t = self._engine.store.tables
-        t.node_vec[nodes] = vector_rows
-        t.node_item[nodes] = items
-        t.node_level[nodes] = levels
-        t.node_graph[nodes] = 0
-        t.node_next[nodes] = -1
-        t.links0[nodes, 0] = 0
-        t.node_upper[nodes] = -1
-        has_upper = levels > 0
-        if has_upper.any():
-            # a node of level L owns L consecutive entries of upper_rows, chained upwards
-            first = np.cumsum(levels) - levels
-            t.node_upper[nodes[has_upper]] = upper_rows[first[has_upper]]
-            following = np.empty(len(upper_rows), np.int32)
-            following[:-1] = upper_rows[1:]
-            following[(first + levels - 1)[has_upper]] = -1
-            t.upper_next[upper_rows] = following
-            t.upper_links[upper_rows, 0] = 0
-        t.node_state[nodes] = LIVE
 
     def delete(self, ids: object, versions: object | None = None) -> DeleteResult:
         """Delete items. Once this returns no search returns them. Unknown ids are

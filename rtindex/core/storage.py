@@ -7,7 +7,7 @@ geometrically, and a freed slot waits in limbo until no running search can read 
 Growing does not copy: every array is a prefix view of an anonymous mapping reserved
 far larger than needed (``reserve_rows``; pages exist only once written), so growing
 publishes a new ``GraphTables`` of longer views over the same memory — no writer stall
-(copying 150k x 128 rows stopped the writer for 100-480 ms) and no double memory peak.
+(copying a large table stopped the writer; README has the figure) and no double memory peak.
 Only a reservation that runs out is copied into a larger one. A search holding the
 previous ``GraphTables`` keeps reading shorter views of the same rows: kernels ignore
 links to nodes past a view's end, and each published ``GraphTables`` has its own
@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 
 from rtindex.kernels.idmap import EMPTY, idmap_get, idmap_put, idmap_rehash, idmap_remove
-from rtindex.kernels.layout import ITEM_DELETED, ITEM_FREE, ITEM_LIVE, GraphTables
+from rtindex.kernels.layout import ITEM_DELETED, ITEM_FREE, ITEM_LIVE, LIVE, GraphTables
 
 GROWTH = 1.5
 RESERVE_FACTOR = 64  # a reservation holds this many times the rows asked for ...
@@ -68,10 +68,6 @@ class SlotPool:
     def in_use(self) -> int:
         """Slots holding data, including retired ones that are not reusable yet."""
         return self.high_water - self._n_free
-
-    def high_water_after(self, n: int) -> int:
-        """High-water mark once ``n`` more slots are allocated."""
-        return self.high_water + max(0, n - self._n_free)
 
     def allocate(self, n: int) -> np.ndarray:
         take = min(n, self._n_free)
@@ -250,6 +246,35 @@ class GraphStore:
     @property
     def node_capacity(self) -> int:
         return table_capacity(self.tables, "node")
+
+    def add_nodes(self, nodes: np.ndarray, rows: np.ndarray, items: np.ndarray, levels: np.ndarray,
+                  upper_rows: np.ndarray) -> None:
+        """Initialise allocated node slots, not yet reachable: each node's own embedding
+        row (float32 and, with traversal in float16, its float16 copy) from ``rows``
+        (float32[n, dim]), its item, level and empty adjacency, and its ``levels[i]``
+        upper-level rows taken in order from ``upper_rows`` (chained upwards)."""
+        t = self.tables
+        t.vectors[nodes] = rows
+        if t.vectors16.shape[1]:
+            t.vectors16[nodes] = rows.astype(np.float16).view(np.uint16)
+        t.node_vec[nodes] = nodes
+        t.node_item[nodes] = items
+        t.node_level[nodes] = levels
+        t.node_graph[nodes] = 0
+        t.node_next[nodes] = -1
+        t.links0[nodes, 0] = 0
+        t.node_upper[nodes] = -1
+        has_upper = levels > 0
+        if has_upper.any():
+            # a node of level L owns L consecutive entries of upper_rows, chained upwards
+            first = np.cumsum(levels) - levels
+            t.node_upper[nodes[has_upper]] = upper_rows[first[has_upper]]
+            following = np.empty(len(upper_rows), np.int32)
+            following[:-1] = upper_rows[1:]
+            following[(first + levels - 1)[has_upper]] = -1
+            t.upper_next[upper_rows] = following
+            t.upper_links[upper_rows, 0] = 0
+        t.node_state[nodes] = LIVE
 
     def ensure_capacity(self, nodes: int, upper: int, items: int) -> None:
         """Grow tables so that slot indices below the given counts are valid."""
