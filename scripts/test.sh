@@ -9,6 +9,10 @@ here="$(dirname "${BASH_SOURCE[0]}")"
 RTINDEX_EXTRAS="${RTINDEX_EXTRAS:-dev,tf,gpu}" source "$here/bootstrap.sh"
 # the gpu extra brings CuPy + NVRTC: tests/test_gpu.py compiles kernels/*.cu without a GPU and must not skip here
 export RTINDEX_REQUIRE_NVRTC=1
+# likewise the tf extra: tests/test_neural.py must not skip here
+export RTINDEX_REQUIRE_TF=1
+# a skip whose reason is not on the list in tests/skip_policy.py (only "no GPU") fails the run; -ra prints every skip
+export RTINDEX_STRICT_SKIPS=1
 ruff check .
 if ! "$here/kafka.sh" status >/dev/null 2>&1; then
   "$here/kafka.sh" start

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer
 from streams import DIM, Model, assert_matches, mixed_stream, produce
+from waiting import wait_until
 
 from rtindex import Index
 from rtindex.api.v1.catalog_pb2 import CatalogChange
@@ -31,6 +32,11 @@ def _ingest(bootstrap: str, topic: str, group: str, index: Index, writer: Writer
     ingestor = KafkaIngestor(index, writer, KafkaSettings(bootstrap=bootstrap, topic=topic, group=group, batch=5000))
     ingestor.start()
     return ingestor
+
+
+def _consumed_at_least(ingestor: KafkaIngestor, n: int) -> bool:
+    assert ingestor.failed is None, ingestor.failed
+    return ingestor.stats.consumed >= n
 
 
 def _wait_consumed(ingestor: KafkaIngestor, n: int, timeout: float = 120) -> None:
@@ -139,10 +145,8 @@ def test_a_restarted_consumer_resumes_from_its_committed_offsets(kafka_bootstrap
     producing = threading.Thread(target=produce, args=(kafka_bootstrap, topic, ops))
     producing.start()
     first = _ingest(kafka_bootstrap, topic, group, index, writer)
-    while first.stats.consumed < 3_000:  # stop it mid-stream
-        assert first.failed is None
-        time.sleep(0.05)
-    first.stop()
+    wait_until(lambda: _consumed_at_least(first, 3_000), 120, "the first consumer to consume 3000 changes")
+    first.stop()  # mid-stream
     consumed_first = first.stats.consumed
     second = _ingest(kafka_bootstrap, topic, group, index, writer)
     producing.join()
@@ -193,10 +197,8 @@ def test_a_missing_topic_is_reported_and_the_server_serves_once_it_exists(
         server.start()
         try:
             with IndexClient(f"127.0.0.1:{server.port}", timeout=10) as client:
-                deadline = time.monotonic() + 30
-                while not any("topic not available" in r.getMessage() for r in caplog.records):
-                    assert time.monotonic() < deadline, "no log line about the missing topic"
-                    time.sleep(0.1)
+                wait_until(lambda: any("topic not available" in r.getMessage() for r in caplog.records), 30,
+                           "a log line about the missing topic")
                 assert client.health() == "NOT_SERVING"
                 record = next(r for r in caplog.records if "topic not available" in r.getMessage())
                 assert record.topic == topic and "create the topic" in record.fix  # type: ignore[attr-defined]

@@ -4,15 +4,28 @@ are checked with messages a user can act on."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-tf = pytest.importorskip(
-    "tensorflow", reason="TensorFlow is not installed: pip install -e '.[tf]' (scripts/test.sh installs it)"
-)
+
+def _import_tensorflow() -> Any:
+    """TensorFlow, or a skip without it; with RTINDEX_REQUIRE_TF=1 (scripts/test.sh installs
+    the tf extra) its absence is an error instead, so CI cannot go green without these tests."""
+    try:
+        import tensorflow
+    except ImportError as exc:
+        message = f"TensorFlow does not import ({exc}): pip install -e '.[tf]' (scripts/test.sh installs it)"
+        if os.environ.get("RTINDEX_REQUIRE_TF") == "1":
+            pytest.fail(f"RTINDEX_REQUIRE_TF=1: {message}", pytrace=False)
+        pytest.skip(message, allow_module_level=True)
+    return tensorflow
+
+
+tf = _import_tensorflow()
 
 from rtindex import Index, datasets  # noqa: E402
 from rtindex.core.neural import SavedModelScorer, export_random_mlp  # noqa: E402

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 
 import grpc
 import numpy as np
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from waiting import wait_until
 
 from rtindex import Index
 from rtindex.api.v1 import index_pb2, index_pb2_grpc
@@ -168,7 +168,8 @@ def test_full_write_queue_answers_resource_exhausted() -> None:
             workers = [threading.Thread(target=lambda i=i: results.append(_try_upsert(c, i))) for i in range(4)]
             for w in workers:
                 w.start()
-            time.sleep(1.0)
+            # the writer holds one write, the queue one more: with the writer held, a refusal must come
+            wait_until(lambda: any(isinstance(r, Overloaded) for r in results), 30, "a write refused as overloaded")
             gate.set()
             for w in workers:
                 w.join()
@@ -232,10 +233,13 @@ def test_concurrent_clients_see_no_errors_and_no_deleted_ids(server: IndexServer
     threads += [threading.Thread(target=reader, args=(i,)) for i in range(5)]
     for t in threads:
         t.start()
-    time.sleep(4)
-    stop.set()
-    for t in threads:
-        t.join(30)
+    try:
+        wait_until(lambda: bool(errors) or (counts[0] > 20 and len(deleted) > 100), 60,
+                   "20 searches and 100 deletes running side by side")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
     assert not errors, errors[0]
     assert counts[0] > 20 and len(deleted) > 100
 
