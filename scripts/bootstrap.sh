@@ -16,7 +16,17 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/python -m pip install -q --upgrade pip
 fi
 stamp="$(sha256sum pyproject.toml | cut -c1-16)-$extras"
-if [ "$(cat .setup-stamp 2>/dev/null || true)" != "$stamp" ]; then
+installed="$(cat .setup-stamp 2>/dev/null || true)"
+# up to date when this pyproject.toml was installed with at least these extras: after
+# scripts/test.sh (dev,tf,gpu), scripts/demo.sh (dev) must not reinstall
+up_to_date=0
+if [ "${installed%%-*}" = "${stamp%%-*}" ]; then
+  up_to_date=1
+  for extra in ${extras//,/ }; do
+    case ",${installed#*-}," in *",$extra,"*) ;; *) up_to_date=0 ;; esac
+  done
+fi
+if [ "$up_to_date" != 1 ]; then
   echo "bootstrap: installing rtindex[$extras] (editable)"
   .venv/bin/python -m pip install -q -e ".[$extras]"
   echo "$stamp" > .setup-stamp

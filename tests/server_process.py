@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -17,11 +18,13 @@ def clean_env() -> dict[str, str]:
 
 
 class ServerProcess:
-    def __init__(self, log_path: Path, *flags: str, timeout: float = 120.0) -> None:
+    def __init__(self, log_path: Path, *flags: str, timeout: float = 120.0,
+                 launcher: Sequence[str] = ("-m", "rtindex")) -> None:
+        """launcher: what runs the ``rtindex`` command (e.g. a test script wrapping it)."""
         self.log_path = log_path
         self._log = open(log_path, "a")  # noqa: SIM115 - closed in wait()/kill()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rtindex", "serve", "--port", "0", "--log-format", "json", *flags],
+            [sys.executable, *launcher, "serve", "--port", "0", "--log-format", "json", *flags],
             stderr=self._log, stdout=self._log, text=True, env=clean_env(),
         )
         self._start = log_path.stat().st_size if log_path.exists() else 0

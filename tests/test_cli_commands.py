@@ -1,0 +1,119 @@
+"""The commands users type (README: Set-up and run, Server/client/CLI, Kafka ingestion):
+``scripts/demo.sh`` / ``rtindex demo``, ``rtindex produce`` and ``rtindex stats``, run as
+real processes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka.admin import AdminClient
+from server_process import clean_env
+from streams import Model, assert_matches
+
+from rtindex.client import IndexClient
+from rtindex.consumers.sources import churn_changes
+from rtindex.service.server import IndexServer
+from rtindex.service.settings import ServerConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ("--n", "2000", "--dim", "16", "--M", "8", "--ef-construction", "64", "--churn-rounds", "1")
+
+
+def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, env=clean_env(), cwd=ROOT)
+
+
+def _rtindex(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return _run(sys.executable, "-m", "rtindex", *args, timeout=timeout)
+
+
+def _recall_by_ef(out: str, section: str) -> dict[int, float]:
+    """ef -> recall@10 from the markdown table under ``section`` in the demo's output."""
+    table = out.split(section, 1)[1].split("\n\n", 2)[1]
+    rows = [line.strip("|").split("|") for line in table.splitlines()[2:]]
+    return {int(row[0]): float(row[1]) for row in rows}
+
+
+def test_rtindex_demo_loads_searches_churns_and_prints_its_tables() -> None:
+    done = _rtindex("demo", *DEMO)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "upserted 2,000 items" in out and "churn: 1 rounds" in out and "live items 2,000" in out
+    for section in ("## search after build", "## search after churn"):
+        recall = _recall_by_ef(out, section)
+        assert sorted(recall) == [16, 32, 64, 128]
+        assert recall[128] >= 0.9, (section, recall)  # measured against exact ground truth
+
+
+def test_scripts_demo_sh_runs_the_demo_in_the_projects_environment() -> None:
+    done = _run("bash", "scripts/demo.sh", *DEMO)
+    assert done.returncode == 0, done.stderr
+    # set up by scripts/test.sh (extras dev,tf,gpu): the demo's smaller set (dev) must not reinstall
+    assert "bootstrap: installing" not in done.stdout, done.stdout
+    assert "## search after build" in done.stdout and "## search after churn" in done.stdout
+
+
+@pytest.fixture
+def server() -> Iterator[IndexServer]:
+    srv = IndexServer(ServerConfig(port=0, dim=8, log_level="warning"))
+    srv.start()
+    srv.mark_ready()
+    yield srv
+    srv.stop(grace=1)
+
+
+def test_rtindex_stats_prints_what_the_stats_rpc_reports(server: IndexServer) -> None:
+    target = f"127.0.0.1:{server.port}"
+    with IndexClient(target) as client:
+        client.upsert(np.arange(50), np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32))
+        client.delete([3, 4])
+        done = _rtindex("stats", "--target", target, "--json", timeout=120)
+        assert done.returncode == 0, done.stderr
+        printed = json.loads(done.stdout)
+        expected = client.stats()
+    assert printed["health"] == "SERVING"
+    for key in ("items", "dim", "metric", "nodes_live", "write_ids", "server_rpc_Upsert_ok", "server_rpc_Delete_ok"):
+        assert printed[key] == expected[key], key
+    assert printed["items"] == 48
+
+    table = _rtindex("stats", "--target", target, timeout=120)
+    assert table.returncode == 0, table.stderr
+    assert re.search(r"^items\s+48$", table.stdout, re.M) and re.search(r"^health\s+SERVING$", table.stdout, re.M)
+
+
+def test_rtindex_stats_against_no_server_says_so_and_exits_one() -> None:
+    done = _rtindex("stats", "--target", "127.0.0.1:1", "--timeout", "2", timeout=120)
+    assert done.returncode == 1
+    assert "127.0.0.1:1" in done.stderr and "UNAVAILABLE" in done.stderr
+
+
+@pytest.mark.kafka
+def test_rtindex_produce_writes_a_churn_stream_a_server_then_serves(kafka_bootstrap: str) -> None:
+    topic = f"rtindex-test-produce-{uuid.uuid4().hex[:10]}"
+    done = _rtindex("produce", "--bootstrap", kafka_bootstrap, "--topic", topic, "--partitions", "2",
+                    "--churn", "2000", "--dim", "16", "--live", "500", "--seed", "3")
+    assert done.returncode == 0, done.stderr
+    assert f"produced 2,000 changes to {topic}" in done.stdout
+    topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
+    assert len(topics[topic].partitions) == 2 and f"{topic}.dlq" in topics  # created, with its dead-letter topic
+
+    model = Model.of(list(churn_changes(2000, 16, 500, 3)))  # the stream the command says it produced
+    server = IndexServer(ServerConfig(port=0, dim=16, kafka_bootstrap=kafka_bootstrap, kafka_topic=topic,
+                                      kafka_group=f"g-{topic}", kafka_ready_lag=0, log_level="warning"))
+    server.start()
+    try:
+        with IndexClient(f"127.0.0.1:{server.port}", timeout=30) as client:
+            client.wait_until_serving(120)
+            stats = client.stats()
+            assert stats["kafka_consumed"] == 2000 and stats["kafka_dead_letters"] == 0
+            assert_matches(client, model)
+    finally:
+        server.stop(grace=1)
