@@ -86,7 +86,7 @@ def test_snapshots_do_not_store_the_device() -> None:
 
 # ------------------------------------------------------------------ dirty rows (CPU)
 _TABLE_SETS = {
-    "vectors": ("node",), "links0": ("node", "links0"), "node_state": ("node", "state"),
+    "vectors": ("node",), "vectors16": ("node",), "links0": ("node", "links0"), "node_state": ("node", "state"),
     "node_level": ("node",), "node_upper": ("node",), "node_item": ("node",),
     "upper_links": ("upper",), "upper_next": ("upper",), "item_ids": ("item",),
 }
@@ -204,6 +204,12 @@ def _assert_same_as_cpu(idx: Index, queries: np.ndarray, k: int, ef: int, level_
     np.testing.assert_allclose(gpu.scores[same], cpu.scores[same], rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.sort(gpu.scores[~same]), np.sort(cpu.scores[~same]), rtol=1e-3, atol=1e-3)
     assert (gpu.hops > 0).all() and (gpu.evaluations > 0).all()
+    # the same algorithm step for step (README): the same expansions and scored rows per
+    # query, except where a rounding-level tie took the walk another way
+    steps = (gpu.hops == cpu.hops) & (gpu.evaluations == cpu.evaluations)
+    assert steps.mean() >= 0.99, f"{(~steps).sum()} of {len(steps)} queries took other steps than on the CPU"
+    assert abs(int(gpu.hops.sum()) - int(cpu.hops.sum())) <= 0.005 * int(cpu.hops.sum())
+    assert abs(int(gpu.evaluations.sum()) - int(cpu.evaluations.sum())) <= 0.005 * int(cpu.evaluations.sum())
 
 
 @pytest.mark.gpu
@@ -268,3 +274,92 @@ def test_candidate_rows_on_the_device_match_the_host_rows() -> None:
     rows = idx._engine.gpu.candidate_rows(cupy.asarray(nodes))
     idx._engine.gpu.mirror.stream.synchronize()
     np.testing.assert_array_equal(cupy.asnumpy(rows), idx._engine.store.tables.vectors[nodes])
+
+
+def _launch_plan(idx: Index, ef: int, k: int) -> tuple[bool, int]:
+    """(global scratch?, bytes per query slot) the launcher will use for ``ef`` on ``idx``
+    (rtindex/core/gpu/search.py's own formulas, so the test follows its thresholds)."""
+    from rtindex.core.gpu.search import SHARED_LIMIT, WARPS_PER_BLOCK, scratch_words
+
+    degree0 = idx.config.max_degree0
+    per_warp = scratch_words(idx.config.dim, ef, 2 * ef + 2 * degree0 + 16, degree0, k)
+    use_global = not any(w * per_warp * 4 <= SHARED_LIMIT for w in WARPS_PER_BLOCK)
+    words = (idx.stats()["gpu_node_capacity"] + 31) // 32
+    touched = min(words * 32, max(4096, 64 * ef))
+    return use_global, 4 * words + 4 * touched + (4 * per_warp if use_global else 0)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("precision", ["float32", "float16"])
+def test_gpu_batches_past_one_launch_return_the_cpu_answers(precision: str) -> None:
+    """More queries than one launch holds (the 65536-slot cap): the queries of every
+    launch get their own answers, visited bitmaps reused launch after launch."""
+    idx, _ = _churned("ip", precision)
+    from rtindex.core.gpu.search import GpuSearcher
+
+    searcher: GpuSearcher = idx._engine.gpu.searcher
+    queries = _clustered(np.random.default_rng(21), 70_000, idx.config.dim)
+    before = searcher.launches
+    _assert_same_as_cpu(idx, queries, 10, 64)
+    assert searcher.launches - before >= 2  # more than one launch served the batch
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+@pytest.mark.parametrize("precision", ["float32", "float16"])
+def test_gpu_beams_too_wide_for_shared_memory_use_global_scratch_across_launches(metric: str, precision: str) -> None:
+    """A beam whose per-query heaps exceed shared memory runs on global scratch; with a
+    small memory budget the batch also spans several launches reusing that scratch."""
+    idx, queries = _churned(metric, precision, n=6000)
+    ef = next(ef for ef in (256, 512, 1024, 1536, 2048) if _launch_plan(idx, ef, 10)[0])
+    assert ef <= len(idx) // 2  # still a beam search, not a scan of the whole graph
+    searcher = idx._engine.gpu.searcher
+    searcher.budget_bytes = 64 * _launch_plan(idx, ef, 10)[1]  # 64 queries per launch
+    before = searcher.launches
+    _assert_same_as_cpu(idx, queries, 10, ef)
+    assert searcher.launches - before == -(-len(queries) // 64)
+    searcher.budget_bytes = 1 << 30
+    _assert_same_as_cpu(idx, queries[:50], 10, ef)  # and in one launch
+    for narrower in (512, 1024):  # shared memory with 2 and 1 warps per block (the README case is 4)
+        _assert_same_as_cpu(idx, queries[:100], 10, narrower)
+
+
+def _assert_mirror_equals_host(idx: Index) -> None:
+    """Every array the GPU search reads holds the host's rows (the float16 copy too)."""
+    import cupy
+
+    from rtindex.core.gpu.mirror import MIRRORED
+
+    backend = idx._engine.gpu
+    backend.mirror.stream.synchronize()
+    t = idx._engine.store.tables
+    assert "vectors16" in MIRRORED
+    for name in MIRRORED:
+        if name == "vectors16" and not backend.mirror.half:
+            continue  # not mirrored under float32 traversal
+        host = getattr(t, name)
+        device = cupy.asnumpy(backend.mirror.arrays[name][: len(host)])
+        np.testing.assert_array_equal(device, host, err_msg=f"device {name} differs from the host")
+    np.testing.assert_array_equal(cupy.asnumpy(backend.mirror.arrays["entry_node"]), t.entry_node)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.parametrize("precision", ["float32", "float16"])
+def test_gpu_mirror_equals_the_host_tables_after_every_kind_of_write(precision: str) -> None:
+    idx, _ = _churned("l2", precision)
+    assert idx._engine.gpu.mirror.half == (precision == "float16")
+    assert idx.stats()["gpu_full_uploads"] == 1  # what follows came by dirty-row syncs only
+    _assert_mirror_equals_host(idx)
+    rng = np.random.default_rng(5)
+    dim = idx.config.dim
+    idx.upsert(np.arange(10**6, 10**6 + 50), _clustered(rng, 50, dim))  # inserts
+    _assert_mirror_equals_host(idx)
+    idx.upsert(np.arange(0, 400, 8), _clustered(rng, 50, dim))  # refreshes (ids 0..399 may be deleted: re-inserts)
+    _assert_mirror_equals_host(idx)
+    idx.delete(np.arange(10**6, 10**6 + 50))
+    idx.consolidate()
+    _assert_mirror_equals_host(idx)
+    assert idx.stats()["gpu_full_uploads"] == 1

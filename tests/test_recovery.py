@@ -6,6 +6,7 @@ directory serves the same answers."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import threading
 import time
@@ -16,8 +17,9 @@ import numpy as np
 import pytest
 from server_process import ServerProcess
 from streams import DIM, Model, assert_matches, mixed_stream, produce
+from waiting import wait_until
 
-from rtindex.client import IndexClient
+from rtindex.client import IndexClient, IndexClientError
 from rtindex.consumers.producer import CatalogProducer, ensure_topic
 from rtindex.snapshots.store import MANIFEST, SnapshotStore
 
@@ -40,9 +42,65 @@ def _caught_up(server: ServerProcess, timeout: float = 180) -> IndexClient:
     return client
 
 
-def _snapshot_in_progress(data: Path) -> bool:
+WATCH_S = 0.001  # poll period while waiting for a snapshot directory: short against a write of one
+
+
+def _newest_seq(data: Path) -> int:
+    """The highest snapshot number in ``data``, finished or not (a new write takes the next one)."""
+    seqs = SnapshotStore(data).sequence_numbers()
+    return seqs[-1] if seqs else 0
+
+
+def _server_children(pid: int) -> list[int]:
+    """Processes the server started: the snapshot helper and multiprocessing's resource tracker."""
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")  # exited (a zombie nobody reaped yet)
+
+
+def _request_snapshot(target: str) -> None:
+    """The Snapshot RPC of a server about to be killed (its failure is the point)."""
+    with contextlib.suppress(IndexClientError), IndexClient(target, timeout=60) as client:
+        client.snapshot()
+
+
+def _kill_during_a_snapshot_write(server: ServerProcess, data: Path) -> tuple[Path | None, int]:
+    """Ask for a snapshot and SIGKILL the server the moment this server's write of it is
+    seen on disk (a directory numbered past every one present before: not a leftover of
+    an earlier kill). Returns (that directory if the kill landed before its manifest,
+    checked once the helper is gone too, else None; the newest complete snapshot before it)."""
+    newest_before = _newest_seq(data)
     store = SnapshotStore(data)
-    return any(not (store.path_of(s) / MANIFEST).exists() for s in store.sequence_numbers())
+    children = _server_children(server.proc.pid)
+    threading.Thread(target=_request_snapshot, args=(server.target,), daemon=True).start()
+    path = store.path_of(newest_before + 1)
+    deadline = time.monotonic() + 60
+    while not path.is_dir():
+        if time.monotonic() > deadline:
+            server.kill()
+            raise AssertionError(f"the requested snapshot never started ({path} did not appear)")
+        time.sleep(WATCH_S)
+    server.kill()
+    wait_until(lambda: all(_gone(pid) for pid in children), 30, "the snapshot helper to die with the server")
+    landed = path.is_dir() and not (path / MANIFEST).exists()
+    complete = [s for s in store.sequence_numbers() if s <= newest_before and (store.path_of(s) / MANIFEST).exists()]
+    return (path if landed else None), max(complete, default=0)
+
+
+def _check_restored_past(server: ServerProcess, seq: int, partial: Path) -> None:
+    """The server started from snapshot ``seq``, having refused the partial one at ``partial``."""
+    events = server.events()
+    refused = [e for e in events if e.get("msg") == "snapshot unusable, trying the previous one"]
+    assert any(e.get("seq") == int(partial.name) and "no manifest" in e.get("error", "") for e in refused), refused
+    restored = [e.get("seq") for e in events if e.get("msg") == "restored"]
+    assert restored == ([seq] if seq else []), (restored, seq)
 
 
 def test_sigkill_at_random_moments_loses_no_update_and_resurrects_no_delete(
@@ -66,21 +124,33 @@ def test_sigkill_at_random_moments_loses_no_update_and_resurrects_no_delete(
     flags = _flags(kafka_bootstrap, topic, f"g-{topic}", data)
     rng = np.random.default_rng(7)
     mid_snapshot_kills = 0
-    for attempt in range(5):
+    expected_restore: tuple[int, Path] | None = None  # after a kill mid-write: (seq to load, partial dir)
+    for attempt in range(12):  # at least 5 kills, more until one landed during a snapshot write
+        if attempt >= 5 and mid_snapshot_kills >= 1:
+            break
         server = ServerProcess(log, *flags)
-        if attempt % 2:  # wait for a snapshot write to be under way, then kill
-            end = time.monotonic() + 15
-            while not _snapshot_in_progress(data) and time.monotonic() < end:
-                time.sleep(0.001)
-            mid_snapshot_kills += _snapshot_in_progress(data)
+        if expected_restore is not None:  # the previous kill left a partial snapshot behind
+            try:
+                _check_restored_past(server, *expected_restore)
+            except AssertionError:
+                server.kill()
+                raise
+            expected_restore = None
+        if attempt % 2:
+            partial, previous = _kill_during_a_snapshot_write(server, data)
+            if partial is not None:
+                mid_snapshot_kills += 1
+                expected_restore = (previous, partial)
         else:
-            time.sleep(float(rng.uniform(0.5, 2.5)))
-        server.kill()
+            time.sleep(float(rng.uniform(0.5, 2.5)))  # a random moment, not a synchronisation
+            server.kill()
     producing.join()
     assert mid_snapshot_kills >= 1, "no kill landed during a snapshot write"
 
     server = ServerProcess(log, *flags)
     try:
+        if expected_restore is not None:
+            _check_restored_past(server, *expected_restore)
         with _caught_up(server) as client:
             assert client.stats()["restored_from_seq"] >= 1
             assert_matches(client, model)

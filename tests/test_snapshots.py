@@ -8,17 +8,23 @@ import logging
 import subprocess
 import sys
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from server_process import ServerProcess, clean_env
+from waiting import wait_until
 
 from rtindex import Index, datasets
 from rtindex.client import FailedPrecondition, IndexClient
 from rtindex.service.server import IndexServer
 from rtindex.service.settings import ServerConfig
+from rtindex.snapshots.restore import restore_newest
 from rtindex.snapshots.store import MANIFEST, SnapshotStore
+from rtindex.snapshots.writer_process import SnapshotWriterProcess
 
 
 def _churned_index(sift5k: datasets.Dataset) -> Index:
@@ -53,8 +59,58 @@ def test_a_restored_index_answers_exactly_like_the_original(sift5k: datasets.Dat
     a, b = idx.search(sift5k.queries, k=10, ef=64), restored.search(sift5k.queries, k=10, ef=64)
     np.testing.assert_array_equal(a.ids, b.ids)
     np.testing.assert_array_equal(a.scores, b.scores)
-    # a stale replay is still refused after the restore
-    assert restored.upsert([3], rng.normal(size=(1, 128)).astype(np.float32), versions=[6]).skipped_stale in (0, 1)
+    # a stale replay of a refreshed item (stored at version 7) is still refused after the restore
+    got = restored.get(np.arange(5000))
+    refreshed = int(np.flatnonzero(got.found & (got.versions == 7))[0])
+    replay = restored.upsert([refreshed], rng.normal(size=(1, 128)).astype(np.float32), versions=[6])
+    assert replay.skipped_stale == 1 and replay.refreshed == 0
+    np.testing.assert_array_equal(restored.get([refreshed]).vectors[0], got.vectors[refreshed])
+
+
+
+def test_stale_replays_of_a_deleted_and_a_refreshed_item_are_refused_after_a_restore(tmp_path: Path) -> None:
+    """Versions travel through the server's snapshot path (shared memory, helper process)
+    and start-up restore: replaying the older ops of a stream after a restore resurrects
+    nothing and brings no old vector back."""
+    rng = np.random.default_rng(3)
+    dim, n = 16, 400
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    idx = Index(dim=dim, metric="l2", M=8, ef_construction=40, seed=2)
+    idx.upsert(np.arange(n), x, versions=np.full(n, 5))
+    gone, refreshed = 7, 11
+    assert idx.delete([gone], versions=[9]).deleted == 1
+    newer = rng.standard_normal((1, dim)).astype(np.float32)
+    assert idx.upsert([refreshed], newer, versions=[8]).refreshed == 1
+    store = SnapshotStore(tmp_path)
+    writer = SnapshotWriterProcess()
+    try:
+        writer.write(store, idx, None)
+    finally:
+        writer.close()
+    loaded = restore_newest(store)
+    assert loaded is not None
+    restored = loaded.index
+    assert restored.stats()["deleted_versions_kept"] == idx.stats()["deleted_versions_kept"] == 1
+
+    # the stream replayed from before both ops: the original inserts (version 5), the
+    # delete's own version again, and a delete older than the refresh
+    replay = restored.upsert([gone, refreshed], x[[gone, refreshed]], versions=[5, 5])
+    assert (replay.inserted, replay.refreshed, replay.skipped_stale) == (0, 0, 2)
+    again = restored.upsert([gone], x[[gone]], versions=[9])
+    assert (again.inserted, again.skipped_stale) == (0, 1)
+    old_delete = restored.delete([refreshed], versions=[6])
+    assert (old_delete.deleted, old_delete.skipped_stale) == (0, 1)
+
+    got = restored.get([gone, refreshed])
+    assert got.found.tolist() == [False, True]
+    assert got.versions[1] == 8
+    np.testing.assert_array_equal(got.vectors[1], newer[0])
+    res = restored.search(np.concatenate([x[[gone]], newer]), k=10, ef=64)
+    assert gone not in res.ids
+    assert res.ids[1, 0] == refreshed and res.scores[1, 0] == 0.0  # found at its new vector
+    # the refusal is by version: a genuinely newer insert of the deleted id applies
+    assert restored.upsert([gone], x[[gone]], versions=[10]).inserted == 1
+    assert restored.get([gone]).found[0]
 
 
 def _damage(path: Path, how: str) -> None:
@@ -104,34 +160,93 @@ def test_only_the_last_k_snapshots_are_kept_and_unfinished_ones_are_removed(tmp_
     assert store.sequence_numbers() == [last.seq - 1, last.seq]
 
 
-def test_searches_go_on_while_a_snapshot_is_written(tmp_path: Path) -> None:
-    x = datasets.clustered(20_000, 32, clusters=20, seed=4)
-    idx = Index(dim=32, metric="ip", M=12, ef_construction=60)
-    idx.upsert(np.arange(len(x)), x)
-    stop, errors, done = threading.Event(), [], [0]
+WATCH_S = 0.001  # poll period of the snapshot directory watch: short against a write, light on the CPU
 
-    def search() -> None:
-        try:
-            while not stop.is_set():
-                res = idx.search(x[:32], k=10, ef=32)
-                assert (res.ids >= 0).all()
-                done[0] += 1
-        except Exception as exc:  # reported below
-            errors.append(exc)
 
-    searcher = threading.Thread(target=search)
-    searcher.start()
+@dataclass(frozen=True)
+class _Timed:
+    start: float  # perf_counter seconds
+    end: float
+    correct: bool
+
+
+def _search_until(stop: threading.Event, target: str, queries: np.ndarray, expected: np.ndarray,
+                  out: list[_Timed], errors: list[BaseException]) -> None:
+    """One client searching back to back, recording each call's span and correctness."""
     try:
+        with IndexClient(target, timeout=30) as client:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                res = client.search(queries, k=10, ef=32)
+                out.append(_Timed(t0, time.perf_counter(), bool(np.array_equal(res.ids, expected))))
+    except BaseException as exc:  # reported by the test
+        errors.append(exc)
+
+
+def _helper_write_window(path: Path, timeout: float) -> tuple[float, float]:
+    """(first instant the snapshot directory was seen, last instant its manifest was still
+    missing): a span inside the helper process's write (it creates the directory when it
+    opens the RocksDB database and renames the manifest in last)."""
+    deadline = time.monotonic() + timeout
+    while not path.is_dir():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(WATCH_S)
+    start = last_missing = time.perf_counter()
+    while not (path / MANIFEST).exists():
+        last_missing = time.perf_counter()
+        assert time.monotonic() < deadline, f"{path} got no manifest"
+        time.sleep(WATCH_S)
+    return start, last_missing
+
+
+def test_searches_go_on_at_their_pace_while_the_helper_process_writes_a_snapshot(tmp_path: Path) -> None:
+    """The server's path (Snapshot RPC: copy into shared memory, helper process writes):
+    searches over gRPC keep completing, correct and at about their usual latency, while
+    the helper is seen writing."""
+    x = datasets.clustered(100_000, 64, clusters=50, seed=4)
+    idx = Index(dim=64, metric="ip", M=8, ef_construction=32, seed=1)
+    idx.upsert(np.arange(len(x)), x)
+    queries = x[:16]
+    expected = idx.search(queries, k=10, ef=32).ids
+    server = IndexServer(ServerConfig(port=0, dim=64, data_dir=str(tmp_path), snapshot_interval_s=0,
+                                      log_level="warning"), index=idx)
+    server.start()
+    target = f"127.0.0.1:{server.port}"
+    stop, errors = threading.Event(), []
+    logs: list[list[_Timed]] = [[], []]
+    searchers = [threading.Thread(target=_search_until, args=(stop, target, queries, expected, log, errors))
+                 for log in logs]
+    windows: list[tuple[float, float]] = []
+    try:
+        for t in searchers:
+            t.start()
+        wait_until(lambda: errors or min(len(log) for log in logs) >= 100, 120, "100 searches per client")
         store = SnapshotStore(tmp_path)
-        before = done[0]
-        info = store.write(idx.export_state())
-        during = done[0] - before
+        with IndexClient(target, timeout=120) as client:
+            for seq in range(1, 5):  # several writes: a longer window to measure in
+                snapshot = ThreadPoolExecutor(1).submit(client.snapshot)
+                windows.append(_helper_write_window(store.path_of(seq), 120))
+                assert snapshot.result(120)["seq"] == seq
     finally:
         stop.set()
-        searcher.join()
-    assert not errors
-    assert during > 0  # searches completed while the snapshot was being written
-    assert 0 <= info.pause_seconds < info.write_seconds
+        for t in searchers:
+            t.join()
+        server.stop(grace=1)
+    assert not errors, errors
+    done = [call for log in logs for call in log]
+    assert all(call.correct for call in done)
+    during = [c.end - c.start for c in done if any(lo <= c.start and c.end <= hi for lo, hi in windows)]
+    # outside: before the first write and between writes (not the same minute's load
+    # compared with another's)
+    baseline = [c.end - c.start for c in done if not any(c.start <= hi and lo <= c.end for lo, hi in windows)]
+    write_seconds = sum(hi - lo for lo, hi in windows)
+    assert len(during) >= 20, f"{len(during)} searches finished inside {write_seconds:.3f} s of helper writes"
+    # p90, not the median: a writer holding the server's GIL (rocksdict does, hence the
+    # helper process) shows as stalls in the tail; written in-process it measured
+    # 2.2-3.0x here, the helper 1.1-1.4x
+    ratio = float(np.percentile(during, 90) / np.percentile(baseline, 90))
+    assert ratio <= 2.0, (f"p90 search latency {ratio:.2f}x the one outside the writes while the helper wrote "
+                          f"({len(during)} searches inside {write_seconds:.3f} s of writes, {len(baseline)} outside)")
 
 
 def test_snapshot_rpc_needs_a_data_dir_and_a_data_dir_has_one_owner(tmp_path: Path) -> None:
