@@ -7,6 +7,7 @@ is what the server does when the deadline passes while the call waits on its sid
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,7 +15,9 @@ import numpy as np
 import pytest
 from waiting import wait_until
 
+from rtindex import Index
 from rtindex.client import DeadlineExceeded, IndexClient, Overloaded
+from rtindex.core.deadlines import SearchDeadlineExceeded
 from rtindex.service.server import IndexServer
 from rtindex.service.settings import ServerConfig
 
@@ -105,9 +108,6 @@ def test_a_write_whose_deadline_passes_while_queued_is_answered_deadline_exceede
         assert retry.skipped_stale == 1 and retry.inserted == retry.refreshed == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the server does not check the deadline during a search: IndexServicer.Search calls Index.search, which takes "
-    "no deadline, so a batch whose deadline passed is computed to the end after the caller gave up"))
 def test_a_search_whose_deadline_passes_mid_batch_is_abandoned_by_the_server(server: IndexServer) -> None:
     server.index.upsert(np.arange(500), _vectors(500))
     deadline_seen = threading.Event()
@@ -157,3 +157,14 @@ def test_calls_beyond_the_in_flight_limit_get_resource_exhausted() -> None:
     finally:
         gate.open()
         server.stop(grace=1)
+
+
+@pytest.mark.parametrize("execution", ["per_query", "lockstep"])
+def test_index_search_abandons_a_batch_whose_deadline_passed(execution: str) -> None:
+    index = Index(dim=DIM, metric="l2", seed=0)
+    index.upsert(np.arange(500), _vectors(500))
+    queries = _vectors(64, seed=2)
+    with pytest.raises(SearchDeadlineExceeded, match="deadline passed"):
+        index.search(queries, k=5, execution=execution, deadline=time.monotonic())
+    ahead = index.search(queries, k=5, execution=execution, deadline=time.monotonic() + 60)
+    np.testing.assert_array_equal(ahead.ids, index.search(queries, k=5, execution=execution).ids)

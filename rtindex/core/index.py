@@ -302,6 +302,7 @@ class Index:
         *,
         scorer: Scorer | None = None,
         execution: str = "auto",
+        deadline: float | None = None,
     ) -> SearchResult:
         """k best items of each query, best first.
 
@@ -317,6 +318,10 @@ class Index:
         advance together, one scorer call per step), "auto" (per_query for the built-in
         metric, lockstep with a scorer). With the GPU backend (``device``), "auto" runs
         the built-in metric on the GPU and "per_query" on the CPU kernels.
+
+        deadline: a ``time.monotonic()`` instant; the CPU paths check it between chunks of
+        queries and lock-step steps and raise ``SearchDeadlineExceeded`` (a TimeoutError)
+        once it passed. (A GPU launch is not interrupted.)
         """
         cfg = self.config
         if execution not in ("auto", "per_query", "lockstep"):
@@ -327,13 +332,14 @@ class Index:
                 raise ValueError("search: a custom scorer needs execution='lockstep' (or 'auto')")
             if not isinstance(scorer, Scorer):
                 raise ValueError("search: scorer must have prepare(queries) and score(state, query_index, rows)")
-            return search_lockstep(self._engine, scorer, queries, validation.batch_size(queries), k, ef, widths)
+            return search_lockstep(self._engine, scorer, queries, validation.batch_size(queries), k, ef, widths,
+                                   deadline=deadline)
         q = validation.stored_rows(validation.as_matrix(queries, cfg.dim, "search", metric=cfg.metric), cfg.metric)
         if execution == "lockstep":
-            return search_lockstep(self._engine, self._metric_scorer, q, len(q), k, ef, widths)
+            return search_lockstep(self._engine, self._metric_scorer, q, len(q), k, ef, widths, deadline=deadline)
         if execution == "auto" and self._engine.gpu is not None:
             return self._engine.gpu.search(q, k, ef, widths, beam)
-        return search_batch(self._engine, q, k, ef, widths, beam)
+        return search_batch(self._engine, q, k, ef, widths, beam, deadline=deadline)
 
     def get(self, ids: object) -> GetResult:
         """Stored embedding and version of each id (found=False for unknown ids), as of

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from rtindex.core.deadlines import check_deadline
 from rtindex.core.engine import Engine
 from rtindex.core.results import SearchResult
 from rtindex.core.scorers import Scorer
@@ -34,9 +35,10 @@ _BITMAP_BUDGET_BYTES = 256 << 20
 
 def search_lockstep(
     engine: Engine, scorer: Scorer, queries: Any, n_queries: int, k: int, ef: int, level_widths: np.ndarray,
-    graph: int = 0,
+    graph: int = 0, deadline: float | None = None,
 ) -> SearchResult:
-    """Search ``n_queries`` queries (in whatever form the scorer's prepare takes)."""
+    """Search ``n_queries`` queries (in whatever form the scorer's prepare takes);
+    raises SearchDeadlineExceeded at the first step after ``deadline``."""
     state = scorer.prepare(queries)
     ids = np.empty((n_queries, k), np.int64)
     scores = np.empty((n_queries, k), np.float32)
@@ -49,7 +51,7 @@ def search_lockstep(
         for lo in range(0, n_queries, group):
             hi = min(n_queries, lo + group)
             _search_group(engine, t, scorer, state, lo, hi, k, ef, level_widths, graph, words,
-                          ids[lo:hi], scores[lo:hi], hops[lo:hi], evaluations[lo:hi])
+                          ids[lo:hi], scores[lo:hi], hops[lo:hi], evaluations[lo:hi], deadline)
     return SearchResult(ids=ids, scores=scores, hops=hops, evaluations=evaluations)
 
 
@@ -79,6 +81,7 @@ def _search_group(
     engine: Engine, t: Any, scorer: Scorer, state: Any, lo: int, hi: int, k: int, ef: int,
     level_widths: np.ndarray, graph: int, words: int,
     out_ids: np.ndarray, out_scores: np.ndarray, hops: np.ndarray, evaluations: np.ndarray,
+    deadline: float | None,
 ) -> None:
     n = hi - lo
     entry = int(t.entry_node[graph])
@@ -99,13 +102,13 @@ def _search_group(
     evaluations += 1
     for level in range(top, -1, -1):
         level_width = ef if level == 0 else max(1, int(level_widths[level]))
-        _search_layer(engine, t, scorer, state, g, lo, level, level_width, hops, evaluations)
+        _search_layer(engine, t, scorer, state, g, lo, level, level_width, hops, evaluations, deadline)
     finish_results(t, g.scores, g.nodes, g.size, k, out_ids, out_scores, np.empty(k, np.int32))
 
 
 def _search_layer(
     engine: Engine, t: Any, scorer: Scorer, state: Any, g: _Group, lo: int, level: int, width: int,
-    hops: np.ndarray, evaluations: np.ndarray,
+    hops: np.ndarray, evaluations: np.ndarray, deadline: float | None,
 ) -> None:
     """Search one layer in lock-step; the beam entries (from the layer above) are the
     entry points. On return the beam holds the best ``width`` nodes of this layer."""
@@ -130,6 +133,7 @@ def _search_layer(
         return int(expand_step(t, level, a, b, g.nodes, g.flags, g.size, g.visited, candidates, counts, hops))
 
     while True:
+        check_deadline(deadline)  # once per step (a scorer call can be the dear part)
         active = sum(engine.workers.run(n, expand, capacity, 1, min_chunk=64))  # type: ignore[arg-type]
         if active == 0:
             break

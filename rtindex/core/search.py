@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from rtindex.core.deadlines import check_deadline
 from rtindex.core.engine import Engine
 from rtindex.core.results import SearchResult
 from rtindex.kernels.layout import Scratch
 
 
 def search_batch(
-    engine: Engine, queries: np.ndarray, k: int, ef: int, level_widths: np.ndarray, beam: int, graph: int = 0
+    engine: Engine, queries: np.ndarray, k: int, ef: int, level_widths: np.ndarray, beam: int, graph: int = 0,
+    deadline: float | None = None,
 ) -> SearchResult:
     """queries: float32[b, dim], already validated (unit-norm for cosine). beam: the
     widest beam of ef and level_widths (scratch buffers are sized to it)."""
@@ -25,6 +27,7 @@ def search_batch(
         t = engine.store.tables
 
         def chunk(lo: int, hi: int, scratch: Scratch) -> None:
+            check_deadline(deadline)  # before each chunk: the batch is split in several per worker
             kernel(
                 t, queries, mode, graph, k, ef, level_widths,
                 scratch, lo, hi, ids, scores, stats,

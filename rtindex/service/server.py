@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from rtindex.api import tensors
 from rtindex.api.v1 import index_pb2, index_pb2_grpc
+from rtindex.core.deadlines import SearchDeadlineExceeded
 from rtindex.core.index import Index
 from rtindex.core.writer import Overloaded, Writer
 from rtindex.service.gcwatch import GcPauses
@@ -75,6 +76,9 @@ def _rpc(method: Callable[[IndexServicer, Any, grpc.ServicerContext], Any]) -> C
         except Overloaded as exc:
             self.counters[f"rpc_{name}_overloaded"] += 1
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except SearchDeadlineExceeded as exc:  # the work was abandoned, not finished late
+            self.counters[f"rpc_{name}_deadline_exceeded"] += 1
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
         self.counters[f"rpc_{name}_ok"] += 1
         self.counters[f"rpc_{name}_seconds"] += time.perf_counter() - t0
         return response
@@ -142,7 +146,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         level_ef = list(request.level_ef) or None
         if level_ef and max(level_ef) > cfg.max_k:
             raise ValueError(f"search: level_ef entries must be at most {cfg.max_k}, got {max(level_ef)}")
-        res = self.index.search(queries, k=k, ef=ef, level_ef=level_ef, scorer=self.scorer)
+        remaining = _seconds_left(context)
+        deadline = None if remaining is None else time.monotonic() + remaining
+        res = self.index.search(queries, k=k, ef=ef, level_ef=level_ef, scorer=self.scorer, deadline=deadline)
         return index_pb2.SearchResponse(
             num_queries=len(res.ids), k=k, ids=res.ids.astype("<i8").tobytes(),
             scores=res.scores.astype("<f4").tobytes(), hops=res.hops.tolist(), evaluations=res.evaluations.tolist(),
