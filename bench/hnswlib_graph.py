@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from rtindex import Index
-from rtindex.kernels.layout import LIVE
 
 
 def load_into_rtindex(path: Path, dim: int, metric: str, **options: object) -> Index:
@@ -55,7 +54,6 @@ def load_into_rtindex(path: Path, dim: int, metric: str, **options: object) -> I
             t.upper_links[r, 0] = rows[lv, 0] & 0xFFFF
             t.upper_links[r, 1 : 1 + max_m] = rows[lv, 1:]
     store.items.add(items, labels, np.zeros(count, np.int64), nodes, nodes)
-    t.node_state[:count] = LIVE
     t.entry_node[0] = entry_point
     assert t.node_level[entry_point] == max_level
     store.items.publish(labels, items, versioned=False)

@@ -90,7 +90,7 @@ def decode(key: bytes | None, value: bytes | None, dim: int) -> CatalogChange:
     except Exception as exc:  # protobuf raises DecodeError, but be robust to anything
         raise Poison(f"value is not a CatalogChange protobuf: {exc}") from None
     if change.op not in (UPSERT, DELETE):
-        raise Poison(f"unknown op {change.op}; use UPSERT (1) or DELETE (2)")
+        raise Poison(f"unknown op {change.op}; use UPSERT ({UPSERT}) or DELETE ({DELETE})")
     if not change.HasField("id"):
         raise Poison("missing id")
     if change.id < 0:

@@ -170,9 +170,8 @@ class Index:
             store.reclaim(engine.epochs.oldest_active())
             slots = items.slots_of(ids)
             exists = slots >= 0
-            # for a new id, the version it was deleted at: it is stale too if that is later
-            stored = items.stored_versions(ids, slots)
-            apply = np.ones(len(ids), bool) if versions is None else versions > stored
+            # versioned: a new id is stale too if the graveyard holds a later delete of it
+            apply = np.ones(len(ids), bool) if versions is None else versions > items.stored_versions(ids, slots)
             new = np.flatnonzero(apply & ~exists)
             refresh = np.flatnonzero(apply & exists)
             skipped = len(ids) - len(new) - len(refresh)
@@ -184,7 +183,7 @@ class Index:
                 return UpsertResult(0, 0, skipped, outcome)
             order = np.concatenate([new, refresh])
             if versions is None:
-                new_versions = np.concatenate([np.zeros(len(new), np.int64), stored[refresh] + 1])
+                new_versions = np.concatenate([np.zeros(len(new), np.int64), items.versions_at(slots[refresh]) + 1])
             else:
                 new_versions = versions[order]
 
@@ -192,12 +191,11 @@ class Index:
             levels = draw_levels(self._rng, n, cfg.level_multiplier, cfg.max_level)
             new_items = items.allocate(len(new))
             nodes = store.node_slots.allocate(n)
-            vector_rows = nodes  # each new node owns the row of its own id (GraphStore.add_nodes)
             upper_rows = store.upper_slots.allocate(int(levels.sum()))
             store.ensure_capacity(store.node_slots.high_water, store.upper_slots.high_water, items.slots.high_water)
             with self._publishing():  # the rows and item slots may be reused ones
                 owners = np.concatenate([new_items, slots[refresh]])
-                store.add_nodes(nodes, rows[order], owners, levels, upper_rows)
+                vector_rows = store.add_nodes(nodes, rows[order], owners, levels, upper_rows)
                 engine.note_nodes(nodes)
                 engine.note_items(new_items)
                 fresh = slice(0, len(new))
@@ -334,7 +332,7 @@ class Index:
                 raise ValueError("search: scorer must have prepare(queries) and score(state, query_index, rows)")
             return search_lockstep(self._engine, scorer, queries, validation.batch_size(queries), k, ef, widths,
                                    deadline=deadline)
-        q = validation.stored_rows(validation.as_matrix(queries, cfg.dim, "search", metric=cfg.metric), cfg.metric)
+        q = validation.as_queries(queries, cfg.dim, cfg.metric)
         if execution == "lockstep":
             return search_lockstep(self._engine, self._metric_scorer, q, len(q), k, ef, widths, deadline=deadline)
         if execution == "auto" and self._engine.gpu is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import numba
@@ -125,6 +125,9 @@ class Workers:
         if self._pool is None:
             return [run_chunk(bounds[i], bounds[i + 1]) for i in range(n_chunks)]
         futures = [self._pool.submit(run_chunk, bounds[i], bounds[i + 1]) for i in range(n_chunks)]
+        # every chunk ends before an error of one leaves: the caller's reader epoch (and
+        # the slots it protects) must outlive all the chunks that read the tables
+        wait(futures)
         return [f.result() for f in futures]
 
     def run_shared(self, n: int, task: Callable[[Scratch], object], node_capacity: int, beam: int,

@@ -54,8 +54,7 @@ class MetricScorer:
         self._code = metric_code(metric)
 
     def prepare(self, queries: Any) -> np.ndarray:
-        q = validation.as_matrix(queries, self.dim, "search")
-        return validation.normalized_rows(q, "search") if self.metric == "cosine" else q
+        return validation.as_queries(queries, self.dim, self.metric)
 
     def score(self, state: np.ndarray, query_index: np.ndarray, rows: np.ndarray) -> np.ndarray:
         out = np.empty(len(rows), np.float32)

@@ -204,9 +204,12 @@ COLUMNS: dict[str, Column] = {
 }
 
 
+_TABLE_COLUMNS = {table: tuple(name for name, c in COLUMNS.items() if c.table == table) for table in TABLES}
+
+
 def columns_of(table: str) -> tuple[str, ...]:
     """Names of the columns of ``table`` ("node", "upper" or "item"), in schema order."""
-    return tuple(name for name, column in COLUMNS.items() if column.table == table)
+    return _TABLE_COLUMNS[table]
 
 
 def row_shape(column: Column, dim: int, M: int, half_copy: bool) -> tuple[int, ...]:
@@ -248,11 +251,12 @@ class GraphStore:
         return table_capacity(self.tables, "node")
 
     def add_nodes(self, nodes: np.ndarray, rows: np.ndarray, items: np.ndarray, levels: np.ndarray,
-                  upper_rows: np.ndarray) -> None:
+                  upper_rows: np.ndarray) -> np.ndarray:
         """Initialise allocated node slots, not yet reachable: each node's own embedding
         row (float32 and, with traversal in float16, its float16 copy) from ``rows``
         (float32[n, dim]), its item, level and empty adjacency, and its ``levels[i]``
-        upper-level rows taken in order from ``upper_rows`` (chained upwards)."""
+        upper-level rows taken in order from ``upper_rows`` (chained upwards). Returns the
+        embedding row of each node (a new node owns the row of its own slot)."""
         t = self.tables
         t.vectors[nodes] = rows
         if t.vectors16.shape[1]:
@@ -275,6 +279,7 @@ class GraphStore:
             t.upper_next[upper_rows] = following
             t.upper_links[upper_rows, 0] = 0
         t.node_state[nodes] = LIVE
+        return nodes
 
     def ensure_capacity(self, nodes: int, upper: int, items: int) -> None:
         """Grow tables so that slot indices below the given counts are valid."""
@@ -375,11 +380,14 @@ class ItemTable:
         """int64 version of each id: the stored one where slots >= 0, else the version
         it was deleted at (int64 min if the graveyard does not remember it)."""
         stored = self._store.tables.item_versions[np.maximum(slots, 0)]
-        if self.graveyard.count:  # unversioned writes never fill it: skip the lookup
-            stored = np.where(slots >= 0, stored, self.graveyard.versions_of(ids))
-        else:
-            stored[slots < 0] = np.iinfo(np.int64).min
+        unknown = slots < 0
+        if unknown.any():
+            stored[unknown] = self.graveyard.versions_of(ids[unknown])
         return stored
+
+    def versions_at(self, slots: np.ndarray) -> np.ndarray:
+        """int64 stored version of each item slot (all >= 0)."""
+        return self._store.tables.item_versions[slots]
 
     def first_nodes(self, slots: np.ndarray) -> np.ndarray:
         """Head of the node chain of each item."""
@@ -547,8 +555,10 @@ class Graveyard:
 
     def versions_of(self, ids: np.ndarray) -> np.ndarray:
         """Recorded delete version of each id, or int64 min where none."""
-        slots = self._map.get(ids)
         out = np.full(len(ids), np.iinfo(np.int64).min, np.int64)
+        if self.count == 0:  # unversioned writes never fill it: no lookup
+            return out
+        slots = self._map.get(ids)
         out[slots >= 0] = self._versions[slots[slots >= 0]]
         return out
 

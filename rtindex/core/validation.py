@@ -162,11 +162,10 @@ def stored_rows(rows: np.ndarray, metric: str) -> np.ndarray:
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def normalized_rows(vectors: np.ndarray, what: str) -> np.ndarray:
-    """Unit-norm copy for the cosine metric of finite rows; zero rows have no direction
-    and are refused (the ALL_ZEROS rule)."""
-    check_rows(vectors, "cosine", False, what)
-    return stored_rows(vectors, "cosine")
+def as_queries(queries: object, dim: int, metric: str, what: str = "search") -> np.ndarray:
+    """Query vectors float32[b, dim] as an index with this metric searches them: the row
+    rules checked (raises ValueError), unit-norm for cosine."""
+    return stored_rows(as_matrix(queries, dim, what, metric=metric), metric)
 
 
 def batch_size(queries: object, what: str = "search") -> int:
