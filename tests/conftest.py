@@ -3,16 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-# hooks of the skip policy (tests/skip_policy.py): in CI an unexpected skip fails the run
-from skip_policy import (  # noqa: F401  (pytest finds hooks by their names in this module)
-    pytest_collectreport,
-    pytest_runtest_logreport,
-    pytest_sessionfinish,
-    pytest_sessionstart,
-    pytest_terminal_summary,
-)
-
 from rtindex import datasets
+
+# the skip policy (tests/skip_policy.py): in CI an unexpected skip fails the run
+pytest_plugins = ["skip_policy"]
 
 
 @pytest.fixture(scope="session")

@@ -90,7 +90,7 @@ def test_a_write_whose_deadline_passes_while_queued_is_answered_deadline_exceede
         try:
             wait_until(lambda: gate.inside == 1, WAIT, "the writer to take the first write")
             with pytest.raises(DeadlineExceeded):
-                client.upsert([2], _vectors(1, seed=2), versions=[5], timeout=0.3)
+                client.upsert([2], _vectors(1, seed=2), versions=[5], timeout=2.0)
             # the server gave up on the call at its deadline (its RPC thread is free again)
             # while the writer is still held: not only the client stopped waiting
             wait_until(lambda: client.stats().get("server_rpc_Upsert_rejected") == 1, WAIT,
@@ -127,7 +127,7 @@ def test_a_search_whose_deadline_passes_mid_batch_is_abandoned_by_the_server(ser
     server.index.search = search_past_the_deadline  # type: ignore[method-assign]
     with IndexClient(f"127.0.0.1:{server.port}", timeout=WAIT) as client:
         with pytest.raises(DeadlineExceeded):
-            client.search(_vectors(200, seed=1), k=10, timeout=0.3)
+            client.search(_vectors(200, seed=1), k=10, timeout=2.0)
         deadline_seen.set()
         assert finished.wait(WAIT)
     assert sum(searched) < 200, "the whole batch was searched although its deadline had passed"

@@ -35,10 +35,7 @@ def _flags(bootstrap: str, topic: str, group: str, data: Path) -> tuple[str, ...
 def _caught_up(server: ServerProcess, timeout: float = 180) -> IndexClient:
     client = IndexClient(server.target, timeout=30)
     client.wait_until_serving(timeout)  # SERVING once the lag reached 0
-    end = time.monotonic() + timeout
-    while client.stats()["kafka_lag_total"] != 0:
-        assert time.monotonic() < end, "did not catch up"
-        time.sleep(0.1)
+    wait_until(lambda: client.stats()["kafka_lag_total"] == 0, timeout, "the Kafka lag to reach 0 (catch-up)")
     return client
 
 
