@@ -40,6 +40,8 @@ def _compact_candidates(cand_key, cand_val, size, worst_kept):
 def traversal_score(tables, query, mode, node):
     """Similarity used while walking the graph (float16 copy in half mode)."""
     row = node if mode.direct_rows else tables.node_vec[node]
+    if row < 0 or row >= tables.vectors.shape[0]:  # written after these tables were read
+        return np.float32(-np.inf)
     if not mode.half:
         return similarity_to_row(query, tables.vectors, row, mode.metric)
     halves = tables.vectors16
@@ -78,10 +80,16 @@ def beam_search_layer(tables, query, mode, level, ef, live_only, entry_nodes, en
     # links may name nodes past these tables' rows (added after a growth this search
     # does not see): they are skipped
     n_nodes = min(visited.shape[0], node_state.shape[0])
+    # likewise rows: a category node may read a row of global tables grown since
+    n_rows = vectors.shape[0]
     dim = query.shape[0]
     metric = mode.metric
     direct_rows = mode.direct_rows
     half = mode.half
+    reuse = mode.reuse_scores
+    row_seen = scratch.row_seen
+    row_score = scratch.row_score
+    generation = scratch.row_gen[0]
     n_cand = 0
     n_res = 0
     for i in range(n_entries):
@@ -111,9 +119,11 @@ def beam_search_layer(tables, query, mode, level, ef, live_only, entry_nodes, en
                 continue
             if visited[nb] != stamp:
                 visited[nb] = stamp
+                vrow = nb if direct_rows else node_vec[nb]
+                if vrow < 0 or vrow >= n_rows:
+                    continue
                 block[n_block] = nb
                 n_block += 1
-                vrow = nb if direct_rows else node_vec[nb]
                 if half:
                     prefetch_whole_row(halves, vrow)
                 else:
@@ -124,7 +134,9 @@ def beam_search_layer(tables, query, mode, level, ef, live_only, entry_nodes, en
             # costs more than the 128-float dot product itself
             vrow = nb if direct_rows else node_vec[nb]
             score = np.float32(0.0)
-            if half:
+            if reuse and row_seen[vrow] == generation:  # scored in another subgraph
+                score = row_score[vrow]
+            elif half:
                 if metric == METRIC_L2:
                     for i in range(dim):
                         d = query[i] - half_to_float(halves[vrow, i])
@@ -139,7 +151,11 @@ def beam_search_layer(tables, query, mode, level, ef, live_only, entry_nodes, en
             else:
                 for i in range(dim):
                     score += query[i] * vectors[vrow, i]
-            scored += 1
+            if not reuse or row_seen[vrow] != generation:
+                scored += 1
+                if reuse:
+                    row_seen[vrow] = generation
+                    row_score[vrow] = score
             if n_res < ef or score > res_key[0]:
                 if n_cand == cand_capacity:
                     n_cand = _compact_candidates(cand_key, cand_val, n_cand, res_key[0])
@@ -206,6 +222,9 @@ def rescore_exact(tables, query, metric, direct_rows, nodes, scores, n):
     """Replace float16 traversal scores by float32 ones and re-sort, best first."""
     for i in range(n):
         row = nodes[i] if direct_rows else tables.node_vec[nodes[i]]
+        if row < 0 or row >= tables.vectors.shape[0]:  # written after these tables were read
+            scores[i] = -np.inf
+            continue
         scores[i] = similarity_to_row(query, tables.vectors, row, metric)
     sort_pool_descending(nodes, scores, n)
 
@@ -226,6 +245,8 @@ def write_results(tables, nodes, scores, n, k, out_ids, out_scores, item_scratch
         if node_state[node] != LIVE:  # tombstoned while we searched
             continue
         item = node_item[node]
+        if item < 0 or item >= item_ids.shape[0]:  # written after these tables were read
+            continue
         duplicate = False
         for j in range(written):
             if item_scratch[j] == item:

@@ -41,6 +41,8 @@ class GraphTables(NamedTuple):
       node_state  uint8[cap_nodes]   FREE / LIVE / TOMBSTONE
       node_graph  int32[cap_nodes]   subgraph (category) the node lives in
       node_next   int32[cap_nodes]   next node of the same item, -1 at the end
+      node_direct uint8[cap_nodes]   1: the item was put in this node's category itself,
+                  0: it is a member through a descendant category (or the global graph)
       node_upper  int32[cap_nodes]   upper-level row of level 1, -1 if level 0 only
       links0      int32[cap_nodes, 1 + M0]  level-0 adjacency, column 0 = degree
     Upper levels (one row per (node, level >= 1), chained from level 1 upwards):
@@ -51,6 +53,8 @@ class GraphTables(NamedTuple):
       item_versions   int64[cap_items]  last applied version
       item_vec        int32[cap_items]  current vector row
       item_first_node int32[cap_items]  head of the item's node chain
+      item_first_cnode int32[cap_items] head of its chain of category nodes (in the
+                      category store's tables, ``rtindex.core.categories``), -1 if none
       item_state      uint8[cap_items]  ITEM_FREE / ITEM_LIVE / ITEM_DELETED
     Subgraphs:
       entry_node  int32[n_graphs]  entry point (a LIVE node of top level) or -1
@@ -64,6 +68,7 @@ class GraphTables(NamedTuple):
     node_state: np.ndarray
     node_graph: np.ndarray
     node_next: np.ndarray
+    node_direct: np.ndarray
     node_upper: np.ndarray
     links0: np.ndarray
     upper_links: np.ndarray
@@ -72,6 +77,7 @@ class GraphTables(NamedTuple):
     item_versions: np.ndarray
     item_vec: np.ndarray
     item_first_node: np.ndarray
+    item_first_cnode: np.ndarray
     item_state: np.ndarray
     entry_node: np.ndarray
 
@@ -86,6 +92,10 @@ class Scratch(NamedTuple):
     block    int32[B]           unvisited neighbor ids collected before scoring
     pool_node int32[P], pool_score float32[P]  candidate pool for neighbor selection
     selected int32[B]           output of neighbor selection
+    row_seen uint32[R], row_score float32[R]  scores already computed for the current
+                                query, by vector row (a category search reuses the score
+                                of an item met in another subgraph); R = 0 when unused
+    row_gen  uint32[1]          current query's generation in row_seen
     """
 
     visited: np.ndarray
@@ -98,6 +108,9 @@ class Scratch(NamedTuple):
     pool_node: np.ndarray
     pool_score: np.ndarray
     selected: np.ndarray
+    row_seen: np.ndarray
+    row_score: np.ndarray
+    row_gen: np.ndarray
 
 
 class SearchMode(NamedTuple):
@@ -106,6 +119,7 @@ class SearchMode(NamedTuple):
     metric: int  # METRIC_DOT or METRIC_L2
     direct_rows: bool  # node_vec[n] == n for every node: skip that lookup
     half: bool  # score on the float16 copy (results are rescored in float32)
+    reuse_scores: bool = False  # look up / keep scores by vector row in scratch.row_seen
 
 
 class BuildParams(NamedTuple):

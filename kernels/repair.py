@@ -2,7 +2,7 @@
 
 - ``tombstone_chains``: an item's nodes become TOMBSTONE at once; searches skip them in
   results from then on but may still walk through them.
-- ``find_entry_point``: a subgraph whose entry point was tombstoned gets a live one.
+- ``find_entry_points``: subgraphs whose entry point was tombstoned get a live one.
 - ``repair_in_neighbors``: every live node p with a tombstoned neighbor v re-selects its
   row from N(p) ∪ N(v) ∪ N(u) (u: p's few closest live candidates) minus tombstones with
   RobustPrune (FreshDiskANN, with DiskANN's growing-alpha passes), filled back to its
@@ -22,30 +22,42 @@ from .select import select_neighbors, sort_pool_descending
 
 
 @njit(nogil=True, cache=True)
-def tombstone_chains(tables, first_nodes):
-    """Tombstone every node of the chains starting at first_nodes; returns the count."""
+def tombstone_chains(tables, first_nodes, graph_live):
+    """Tombstone every node of the chains starting at first_nodes; returns the count.
+    graph_live[g] (live nodes per subgraph) loses one per node of subgraph g."""
     count = 0
+    n_graphs = graph_live.shape[0]
     for i in range(first_nodes.shape[0]):
         node = first_nodes[i]
         while node >= 0:
             if tables.node_state[node] == LIVE:
                 tables.node_state[node] = TOMBSTONE
                 count += 1
+                graph = tables.node_graph[node]
+                if graph < n_graphs:
+                    graph_live[graph] -= 1
             node = tables.node_next[node]
     return count
 
 
 @njit(nogil=True, cache=True)
-def find_entry_point(tables, graph, node_high_water):
-    """The live node of the highest level in ``graph`` (lowest id on ties), or -1."""
-    best = -1
-    best_level = -1
+def find_entry_points(tables, wanted, node_high_water, out):
+    """out[g] = the live node of the highest level in subgraph g (lowest id on ties),
+    or -1, for every g with wanted[g]; one pass over the nodes."""
+    best_level = np.full(out.shape[0], -1, np.int32)
+    for g in range(out.shape[0]):
+        if wanted[g]:
+            out[g] = -1
     for node in range(node_high_water):
+        if tables.node_state[node] != LIVE:
+            continue
+        graph = tables.node_graph[node]
+        if graph >= out.shape[0] or not wanted[graph]:
+            continue
         level = tables.node_level[node]
-        if tables.node_state[node] == LIVE and tables.node_graph[node] == graph and level > best_level:
-            best = node
-            best_level = level
-    return best
+        if level > best_level[graph]:
+            best_level[graph] = level
+            out[graph] = node
 
 
 @njit(nogil=True, cache=True)

@@ -160,7 +160,7 @@ class SnapshotStore:
             write_opts.disable_wal = True  # the flush below persists everything before the manifest
             db.set_write_options(write_opts)
             for name, array in state.arrays.items():
-                data = memoryview(np.ascontiguousarray(array)).cast("B")
+                data = memoryview(np.ascontiguousarray(array).reshape(-1)).cast("B")  # 1-D: a table may have 0 rows
                 chunks = []
                 for i, start in enumerate(range(0, len(data), CHUNK_BYTES)):
                     piece = bytes(data[start : start + CHUNK_BYTES])

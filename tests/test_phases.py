@@ -293,7 +293,7 @@ def test_the_column_schema_covers_every_table_array_and_unused_slots_point_nowhe
         assert array.dtype == np.dtype(column.dtype), name
         assert (array == column.fill).all(), f"{name}: an unused slot must hold {column.fill}"
     for name in ("node_vec", "node_item", "node_next", "node_upper", "upper_next", "item_ids", "item_vec",
-                 "item_first_node"):
+                 "item_first_node", "item_first_cnode"):
         assert (getattr(t, name) == -1).all(), f"{name}: -1 is 'none'"
     assert (t.node_state == FREE).all() and (t.item_state == ITEM_FREE).all()
     assert (t.links0[:, 0] == 0).all() and (t.upper_links[:, 0] == 0).all()  # degree 0
@@ -304,9 +304,9 @@ def test_snapshots_keep_the_array_names_they_have_always_had() -> None:
     views, marks = _store().export_views()
     assert set(marks) == {"node", "upper", "item"}
     assert set(views) == {
-        "vectors", "node_vec", "node_item", "node_level", "node_state", "node_graph", "node_next", "node_upper",
-        "links0", "upper_links", "upper_next", "item_ids", "item_versions", "item_vec", "item_first_node",
-        "item_state", "entry_node", "free_node", "free_upper", "free_item", "idmap_keys", "idmap_vals",
+        "vectors", "node_vec", "node_item", "node_level", "node_state", "node_graph", "node_next", "node_direct",
+        "node_upper", "links0", "upper_links", "upper_next", "item_ids", "item_versions", "item_vec",
+        "item_first_node", "item_first_cnode", "item_state", "entry_node", "free_node", "free_upper", "free_item", "idmap_keys", "idmap_vals",
         "idmap_count", "graveyard_ids", "graveyard_versions", "graveyard_ring", "graveyard_map_keys",
         "graveyard_map_vals", "graveyard_map_count",
     }

@@ -40,6 +40,14 @@ class IndexConfig:
     initial_capacity: rows/nodes allocated up front; tables grow by half when full.
     deleted_versions_kept: how many deleted ids remember their delete version, so a
       replayed older upsert cannot bring them back (oldest forgotten first).
+    category_M: degree of the category subgraphs (their level 0 holds up to
+      2*category_M); smaller than M: a category holds fewer items than the whole
+      catalog, and every node costs its row of links (README, Categories).
+    category_ef_construction: beam width when inserting into a category subgraph (an
+      item has a node in each of its categories and their ancestors: this beam is the
+      main cost of a write with categories).
+    category_exact_limit: a category with at most this many live items (or at most the
+      beam width) is searched exhaustively: its results are exact.
     device: search backend: "auto" (the GPU when CuPy finds one, else the CPU; the
       choice is logged), "cpu", or "cuda" (raises if there is no usable GPU). A runtime
       choice, not part of the index: snapshots do not store it. See rtindex/core/gpu.
@@ -63,6 +71,9 @@ class IndexConfig:
     repair_min_tombstones: int = 1
     initial_capacity: int = 1024
     deleted_versions_kept: int = 1_000_000
+    category_M: int = 12
+    category_ef_construction: int = 100
+    category_exact_limit: int = 256
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -93,6 +104,12 @@ class IndexConfig:
             problems.append(f"max_insert_batch must be >= 1, got {self.max_insert_batch!r}")
         if not 0.0 <= self.repair_fraction <= 1.0:
             problems.append(f"repair_fraction must be in [0, 1], got {self.repair_fraction!r}")
+        if not isinstance(self.category_M, int) or not 2 <= self.category_M <= 256:
+            problems.append(f"category_M must be an integer in [2, 256], got {self.category_M!r}")
+        if not isinstance(self.category_ef_construction, int) or self.category_ef_construction < 1:
+            problems.append(f"category_ef_construction must be a positive integer, got {self.category_ef_construction!r}")
+        if not isinstance(self.category_exact_limit, int) or not 0 <= self.category_exact_limit <= 65536:
+            problems.append(f"category_exact_limit must be an integer in [0, 65536], got {self.category_exact_limit!r}")
         if self.initial_capacity < 1:
             problems.append(f"initial_capacity must be >= 1, got {self.initial_capacity!r}")
         if self.device not in DEVICES:

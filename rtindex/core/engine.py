@@ -3,7 +3,7 @@ metric's coefficients. Owned by ``rtindex.Index``; the path modules take it as i
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,6 +13,7 @@ from rtindex.core.epochs import ReaderEpochs
 from rtindex.core.runtime import BoundKernel, ScratchPool, Workers
 from rtindex.core.storage import GraphStore
 from rtindex.kernels.beam_search import search_queries
+from rtindex.kernels.category_search import search_categories_queries
 from rtindex.kernels.layout import BuildParams, SearchMode, metric_code
 
 if TYPE_CHECKING:
@@ -45,8 +46,11 @@ class Engine:
     search_mode: SearchMode
     greedy_widths: np.ndarray  # int32[max_level + 1] of zeros: width 1 on every upper level
     search_kernel: BoundKernel = field(default_factory=lambda: BoundKernel(search_queries))
+    category_kernel: BoundKernel = field(default_factory=lambda: BoundKernel(search_categories_queries))
     live_nodes: int = 0
     tombstones: int = 0
+    # live nodes per subgraph (the category engine's; the global engine keeps one entry)
+    graph_live: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
     counters: Counters = field(default_factory=Counters)
     # GPU backend (rtindex.core.gpu), None on the CPU: the search route and the rows written
     # since the last device sync, reported by the write paths through the note_* hooks
@@ -98,6 +102,21 @@ class Engine:
         meta = {"marks": marks, "live_nodes": self.live_nodes, "tombstones": self.tombstones,
                 "counters": asdict(self.counters)}
         return views, meta
+
+    @classmethod
+    def for_categories(cls, main: Engine, store: GraphStore | None = None) -> Engine:
+        """The engine of the category subgraphs of ``main``'s index: its own store of
+        category nodes (degree ``category_M``; rows and items read from ``main``'s
+        store), workers and counters, and ``main``'s reader epochs (a search of either
+        protects the slots of both). Its walks read rows through ``node_vec``."""
+        config = main.config
+        sub_config = replace(config, M=config.category_M)
+        if store is None:
+            store = GraphStore(config.dim, config.category_M, config.initial_capacity, rows_from=main.store)
+        engine = cls._around(sub_config, store)
+        engine.epochs = main.epochs
+        engine.search_mode = engine.search_mode._replace(direct_rows=False)
+        return engine
 
     @classmethod
     def _around(cls, config: IndexConfig, store: GraphStore) -> Engine:

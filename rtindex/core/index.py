@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 
 from rtindex.core import gpu, validation
+from rtindex.core.categories import ItemCategories, Taxonomy
 from rtindex.core.config import IndexConfig
 from rtindex.core.engine import Engine
-from rtindex.core.insert import draw_levels, link_new_nodes
+from rtindex.core.insert import draw_levels, link_category_nodes, link_new_nodes
 from rtindex.core.lockstep import search_lockstep
 from rtindex.core.repair import consolidate, consolidation_due, fix_entry_points, tombstone_nodes_of
 from rtindex.core.results import (
@@ -37,9 +38,9 @@ from rtindex.core.results import (
     UpsertResult,
 )
 from rtindex.core.scorers import MetricScorer, Scorer
-from rtindex.core.search import search_batch
-from rtindex.core.storage import Allocate, copy_out
-from rtindex.kernels.layout import GraphTables
+from rtindex.core.search import search_batch, search_categories
+from rtindex.core.storage import Allocate, GraphStore, copy_out
+from rtindex.kernels.layout import LIVE, GraphTables
 
 # a get retries this often while writes keep publishing, then waits for the write lock
 OPTIMISTIC_GETS = 64
@@ -82,6 +83,7 @@ class Index:
         config = IndexConfig(**state.config)
         index = cls.__new__(cls)
         index._init(config, Engine.restore(config, state.arrays, state.meta))
+        index._restore_categories(state.arrays, state.meta.get("categories"))
         index._rng.bit_generator.state = state.meta["rng"]
         return index
 
@@ -95,7 +97,7 @@ class Index:
         with self._write_lock:
             t0 = time.perf_counter()
             extra = capture_with() if capture_with is not None else {}
-            views, meta = self._engine.export_views()
+            views, meta = self._export_views()
             arrays = {name: copy_out(name, view, allocate) for name, view in views.items()}
             meta.update(rng=self._rng.bit_generator.state, items=len(self))
             meta["pause_seconds"] = time.perf_counter() - t0
@@ -107,11 +109,37 @@ class Index:
         """Shape and dtype of each array ``export_state`` would copy now (so that a
         caller can prepare the memory before the copy)."""
         with self._write_lock:
-            return {name: (view.shape, view.dtype) for name, view in self._engine.export_views()[0].items()}
+            return {name: (view.shape, view.dtype) for name, view in self._export_views()[0].items()}
+
+    def _export_views(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The global engine's views, then the category engine's (names prefixed
+        ``category.``) and the taxonomy's."""
+        views, meta = self._engine.export_views()
+        cat_views, cat_meta = self._categories.export_views()
+        views.update({f"category.{name}": view for name, view in cat_views.items()})
+        views["category.graph_live"] = self._categories.graph_live
+        views.update(self._taxonomy.export_views())
+        meta["categories"] = cat_meta
+        return views, meta
+
+    def _restore_categories(self, arrays: dict[str, np.ndarray], meta: dict[str, Any] | None) -> None:
+        if meta is None:  # a snapshot from before categories existed: none
+            return
+        cfg = self.config
+        own = {name[len("category."):]: a for name, a in arrays.items() if name.startswith("category.")}
+        store = GraphStore.restore(cfg.dim, cfg.category_M, False, 0, own, meta["marks"], rows_from=self._engine.store)
+        self._categories = Engine.for_categories(self._engine, store)
+        self._categories.live_nodes, self._categories.tombstones = meta["live_nodes"], meta["tombstones"]
+        self._categories.counters = type(self._categories.counters)(**meta["counters"])
+        self._categories.graph_live = own["graph_live"].astype(np.int64).copy()
+        self._taxonomy = Taxonomy.restore(arrays)
 
     def _init(self, config: IndexConfig, engine: Engine | None = None) -> None:
         self.config = config
         self._engine = Engine.create(config) if engine is None else engine
+        # category subgraphs (rtindex.core.categories): their own engine over the same rows
+        self._categories = Engine.for_categories(self._engine)
+        self._taxonomy = Taxonomy()
         self._rng = np.random.default_rng(config.seed)
         self._write_lock = threading.Lock()
         # odd while a write changes what get() reads; a get that saw it move reads again
@@ -139,8 +167,13 @@ class Index:
         ids = validation.as_ids(ids, "delete")
         return ids, validation.as_versions(versions, len(ids), "delete")
 
+    def prepare_categories(self, categories: object, n: int) -> ItemCategories:
+        """Validate and convert the categories of an upsert batch of ``n`` items (one
+        list of category ids per item; None: none). Raises ValueError; changes nothing."""
+        return validation.as_item_categories(categories, n, "upsert")
+
     def upsert(self, ids: object, vectors: object, versions: object | None = None, *,
-               ef_construction: int | None = None) -> UpsertResult:
+               ef_construction: int | None = None, categories: object | None = None) -> UpsertResult:
         """Insert new ids; replace the embedding of existing ones (refresh).
 
         ids: int64[n] distinct, >= 0. vectors: float32[n, dim], finite. versions: optional
@@ -153,21 +186,30 @@ class Index:
         it): a narrower beam links sooner at some cost in graph quality — the server's
         writer narrows it when it is behind its freshness budget (``rtindex.core.writer``
         says why; README has the measurements).
+
+        categories: one list of category ids per item (None or [] for none; at most
+        ``MAX_ITEM_CATEGORIES`` each): the item is a member of these categories and of all
+        their ancestors (``set_category_parents``); a category id never seen before
+        becomes a root. An applied upsert replaces the item's categories along with its
+        embedding.
         """
-        return self.upsert_prepared(*self.prepare_upsert(ids, vectors, versions), ef_construction=ef_construction)
+        prepared = self.prepare_upsert(ids, vectors, versions)
+        item_categories = None if categories is None else self.prepare_categories(categories, len(prepared[0]))
+        return self.upsert_prepared(*prepared, ef_construction=ef_construction, categories=item_categories)
 
     def upsert_prepared(self, ids: np.ndarray, rows: np.ndarray, versions: np.ndarray | None, *,
-                        ef_construction: int | None = None) -> UpsertResult:
-        """``upsert`` of a batch exactly as ``prepare_upsert`` returned it (the server's
-        writer: its callers validated each write before queueing it, so it is not
-        checked twice)."""
+                        ef_construction: int | None = None,
+                        categories: ItemCategories | None = None) -> UpsertResult:
+        """``upsert`` of a batch exactly as ``prepare_upsert`` (and ``prepare_categories``)
+        returned it (the server's writer: its callers validated each write before
+        queueing it, so it is not checked twice)."""
         cfg = self.config
         ef = validation.as_ef_construction(ef_construction, cfg.ef_construction)
         engine = self._engine
         store = engine.store
         items = store.items
         with self._write_lock:
-            store.reclaim(engine.epochs.oldest_active())
+            self._reclaim()
             slots = items.slots_of(ids)
             exists = slots >= 0
             # versioned: a new id is stale too if the graveyard holds a later delete of it
@@ -204,6 +246,12 @@ class Index:
             link_new_nodes(engine, nodes, engine.params._replace(ef_construction=ef))
             if ef < cfg.ef_construction:
                 engine.counters.reduced_ef_linked += n
+            applied_categories = None if categories is None else categories.take(order)
+            if applied_categories is not None and len(applied_categories.values):
+                first_cnodes = self._add_category_nodes(owners, vector_rows, applied_categories.offsets,
+                                                        self._taxonomy.ensure(applied_categories.values), ef)
+            else:
+                first_cnodes = np.full(n, -1, np.int32)
 
             with self._publishing():  # the batch becomes visible to get()
                 if len(refresh):
@@ -213,6 +261,8 @@ class Index:
                     old_first = items.repoint(slots[refresh], nodes[rest], vector_rows[rest], new_versions[rest])
                     engine.note_chain_states(old_first)
                     tombstone_nodes_of(engine, old_first)
+                old_cnodes = items.repoint_categories(owners, first_cnodes)
+                tombstone_nodes_of(self._categories, old_cnodes[old_cnodes >= 0])
                 items.publish(ids[new], new_items, versioned=versions is not None)
             engine.counters.inserted += len(new)
             engine.counters.refreshed += len(refresh)
@@ -231,7 +281,7 @@ class Index:
         engine = self._engine
         items = engine.store.items
         with self._write_lock:
-            engine.store.reclaim(engine.epochs.oldest_active())
+            self._reclaim()
             slots = items.slots_of(ids)
             known = slots >= 0
             # newer than the stored version, or for an unknown id than the delete the
@@ -243,6 +293,8 @@ class Index:
                 first_nodes = items.first_nodes(doomed)
                 engine.note_chain_states(first_nodes)
                 tombstone_nodes_of(engine, first_nodes)
+                first_cnodes = items.first_category_nodes(doomed)
+                tombstone_nodes_of(self._categories, first_cnodes[first_cnodes >= 0])
                 items.mark_deleted(ids[newer], slots[newer], None if versions is None else versions[newer])
             skipped = int(known.sum() - apply.sum())
             engine.counters.deleted += len(doomed)
@@ -252,6 +304,103 @@ class Index:
             outcome[apply] = DELETED
             outcome[known & ~apply] = SKIPPED_STALE
             return DeleteResult(deleted=len(doomed), unknown_ids=ids[~known], skipped_stale=skipped, outcome=outcome)
+
+    def _add_category_nodes(self, owners: np.ndarray, vector_rows: np.ndarray, offsets: np.ndarray,
+                            graphs: np.ndarray, ef: int) -> np.ndarray:
+        """Give item slot ``owners[i]`` (embedding row ``vector_rows[i]``) a linked node
+        in each subgraph of ``graphs[offsets[i]:offsets[i + 1]]`` (the categories it was
+        given) and of their ancestors. Returns the head of each item's new chain of
+        category nodes (-1 if none); the items do not point at them yet."""
+        cat = self._categories
+        store = cat.store
+        counts = np.diff(offsets)
+        given = np.repeat(np.arange(len(owners)), counts)
+        pos, member_graphs, member_direct = self._taxonomy.ancestors_closure(given, graphs)
+        first = np.full(len(owners), -1, np.int32)
+        m = len(pos)
+        if m == 0:
+            return first
+        self._ensure_category_graphs()
+        ccfg = cat.config
+        levels = draw_levels(self._rng, m, ccfg.level_multiplier, ccfg.max_level)
+        cnodes = store.node_slots.allocate(m)
+        upper_rows = store.upper_slots.allocate(int(levels.sum()))
+        store.ensure_capacity(store.node_slots.high_water, store.upper_slots.high_water, 0)
+        store.init_nodes(cnodes, vector_rows[pos], owners[pos], member_graphs, levels, upper_rows, member_direct)
+        # chain each item's nodes (pos is sorted by item)
+        same_item = pos[1:] == pos[:-1]
+        following = np.full(m, -1, np.int32)
+        following[:-1][same_item] = cnodes[1:][same_item]
+        store.tables.node_next[cnodes] = following
+        heads = np.ones(m, bool)
+        heads[1:] = ~same_item
+        first[pos[heads]] = cnodes[heads]
+        link_category_nodes(cat, cnodes, cat.params._replace(
+            ef_construction=min(ef, self.config.category_ef_construction)))
+        return first
+
+    def _ensure_category_graphs(self) -> None:
+        """Entry points and live counts for every category the taxonomy knows."""
+        cat = self._categories
+        n = self._taxonomy.count
+        cat.store.ensure_graphs(n)
+        if len(cat.graph_live) < n:
+            grown = np.zeros(max(n, 2 * len(cat.graph_live)), np.int64)
+            grown[: len(cat.graph_live)] = cat.graph_live
+            cat.graph_live = grown
+
+    def set_category_parents(self, children: object, parents: object) -> int:
+        """Set the parent of each category in ``children`` to the one in ``parents``
+        (int64 ids >= 0; -1 makes the category a root; a root needs no entry). Ids not
+        seen before become categories. Members follow at once: an item in a category is
+        a member of all its ancestors, so moving a category moves its members' implied
+        memberships (their nodes in the old ancestors go, nodes in the new ones are
+        linked). Refuses a cycle, a category given two parents, a negative id, or more
+        than ``MAX_TAXONOMY_DEPTH`` levels (ValueError; nothing changed). Returns the
+        number of items whose memberships changed."""
+        children = validation.as_category_ids(children, "set_category_parents", "children")
+        parents = validation.as_category_ids(parents, "set_category_parents", "parents", allow_root=True)
+        with self._write_lock:
+            self._reclaim()
+            moved = self._taxonomy.set_parents(children, parents)
+            self._ensure_category_graphs()
+            rebuilt = self._rebuild_memberships(moved)
+            self._after_write()
+            return rebuilt
+
+    def category_parents(self) -> tuple[np.ndarray, np.ndarray]:
+        """(children, parents): every edge of the taxonomy, as int64 category ids."""
+        with self._write_lock:
+            return self._taxonomy.edges()
+
+    def _rebuild_memberships(self, graphs: np.ndarray) -> int:
+        """New node chains for the items with a node in ``graphs`` (whose ancestors
+        changed), from the categories they were given; the old chains are tombstoned."""
+        if len(graphs) == 0:
+            return 0
+        cat = self._categories
+        t = cat.store.tables
+        high = cat.store.node_slots.high_water
+        live = t.node_state[:high] == LIVE
+        touched = live & np.isin(t.node_graph[:high], graphs)
+        owners = np.unique(t.node_item[:high][touched])
+        if len(owners) == 0:
+            return 0
+        given = live & (t.node_direct[:high] == 1) & np.isin(t.node_item[:high], owners)
+        given_nodes = np.flatnonzero(given)
+        given_items = t.node_item[given_nodes]
+        order = np.argsort(given_items, kind="stable")
+        given_nodes, given_items = given_nodes[order], given_items[order]
+        pos = np.searchsorted(owners, given_items)
+        offsets = np.zeros(len(owners) + 1, np.int64)
+        np.cumsum(np.bincount(pos, minlength=len(owners)), out=offsets[1:])
+        items = self._engine.store.items
+        vector_rows = self._engine.store.tables.item_vec[owners]
+        first = self._add_category_nodes(owners, vector_rows, offsets, t.node_graph[given_nodes], self.config.ef_construction)
+        with self._publishing():
+            old = items.repoint_categories(owners, first)
+            tombstone_nodes_of(cat, old[old >= 0])
+        return len(owners)
 
     @contextlib.contextmanager
     def _publishing(self) -> Iterator[None]:
@@ -264,14 +413,24 @@ class Index:
         finally:
             self._publish_seq += 1
 
+    def _reclaim(self) -> None:
+        """Free list: slots retired before the oldest running search began."""
+        oldest = self._engine.epochs.oldest_active()
+        self._engine.store.reclaim(oldest)
+        self._categories.store.reclaim(oldest)
+
     def _after_write(self) -> None:
         fix_entry_points(self._engine)
-        if consolidation_due(self._engine):
+        fix_entry_points(self._categories)
+        if consolidation_due(self._engine) or consolidation_due(self._categories):
             self._consolidate()
         if self._engine.gpu is not None:
             self._engine.gpu.sync()
 
     def _consolidate(self) -> int:
+        """Both graphs at once: a category node reads the row of its item's global node,
+        so both are freed together (an item's nodes are tombstoned together)."""
+        consolidate(self._categories, free_items=False)
         engine = self._engine
         if engine.dirty is None:
             return consolidate(engine)
@@ -301,6 +460,7 @@ class Index:
         scorer: Scorer | None = None,
         execution: str = "auto",
         deadline: float | None = None,
+        categories: object | None = None,
     ) -> SearchResult:
         """k best items of each query, best first.
 
@@ -320,10 +480,20 @@ class Index:
         deadline: a ``time.monotonic()`` instant; the CPU paths check it between chunks of
         queries and lock-step steps and raise ``SearchDeadlineExceeded`` (a TimeoutError)
         once it passed. (A GPU launch is not interrupted.)
+
+        categories: category ids (at most ``MAX_SEARCH_CATEGORIES``): the best items of
+        each category, each its own quota: k, or k=[k1, ...] one per category. Then
+        ``ids`` / ``scores`` are [n_queries, n_categories, max k], -1 / -inf padded
+        (a category without members gives an empty list), and every id listed under a
+        category is a member of it. The categories' subgraphs are searched in one pass
+        per query, a row scored once per query; a category with at most
+        ``max(ef, category_exact_limit)`` live members is searched exhaustively (exact).
         """
         cfg = self.config
         if execution not in ("auto", "per_query", "lockstep"):
             raise ValueError(f"search: execution must be auto, per_query or lockstep, got {execution!r}")
+        if categories is not None:
+            return self._search_categories(queries, k, ef, level_ef, categories, scorer, execution, deadline)
         k, ef, widths, beam = validation.check_search_args(k, ef, level_ef, cfg.ef_search, cfg.max_level)
         if scorer is not None:
             if execution == "per_query":
@@ -338,6 +508,24 @@ class Index:
         if execution == "auto" and self._engine.gpu is not None:
             return self._engine.gpu.search(q, k, ef, widths, beam)
         return search_batch(self._engine, q, k, ef, widths, beam, deadline=deadline)
+
+    def _search_categories(self, queries: object, k: object, ef: int | None, level_ef: Sequence[int] | None,
+                           categories: object, scorer: Scorer | None, execution: str,
+                           deadline: float | None) -> SearchResult:
+        cfg = self.config
+        category_ids, quotas = validation.as_search_categories(categories, k)
+        _, ef, widths, _ = validation.check_search_args(int(quotas.max()), ef, level_ef, cfg.ef_search, cfg.max_level)
+        if scorer is not None or execution == "lockstep":
+            raise ValueError("search: categories are searched by the per-query kernels of the built-in metric; "
+                             "a custom scorer or execution='lockstep' with categories is not supported yet")
+        q = validation.as_queries(queries, cfg.dim, cfg.metric)
+        cat = self._categories
+        graphs = self._taxonomy.graph_of(category_ids)
+        live = np.where(graphs >= 0, cat.graph_live[np.maximum(graphs, 0)] if len(cat.graph_live) else 0, 0)
+        efs = np.maximum(ef, quotas).astype(np.int64)
+        small = live <= max(ef, cfg.category_exact_limit)
+        efs[small] = np.maximum(efs[small], live[small])  # exhaustive: every live member is reached
+        return search_categories(cat, q, graphs.astype(np.int32), quotas, efs.astype(np.int32), widths, deadline)
 
     def get(self, ids: object) -> GetResult:
         """Stored embedding and version of each id (found=False for unknown ids), as of
@@ -421,6 +609,16 @@ class Index:
                 active_searches=engine.epochs.active_readers,
                 device=self.device,
             )
+            cat = self._categories
+            out.update(
+                categories=self._taxonomy.count,
+                category_nodes_live=cat.live_nodes,
+                category_nodes_tombstoned=cat.tombstones,
+                category_node_slots_in_use=cat.store.node_slots.in_use,
+                category_node_capacity=cat.store.node_capacity,
+                category_memory_bytes=cat.store.nbytes() + cat.workers.scratch.nbytes(),
+            )
+            out["memory_bytes"] += out["category_memory_bytes"]
             if engine.gpu is not None:
                 out.update(engine.gpu.stats())
         return out

@@ -38,6 +38,35 @@ def link_new_nodes(engine: Engine, nodes: np.ndarray, params: BuildParams) -> No
         engine.live_nodes += len(batch)
 
 
+def link_category_nodes(engine: Engine, nodes: np.ndarray, params: BuildParams) -> None:
+    """``link_new_nodes`` for nodes of many category subgraphs at once: the sub-batches
+    double per subgraph (each takes up to ``insert_batch_fraction`` of its subgraph's
+    live nodes, at least one), so a category that starts empty is built node by node
+    at first however many of its members arrive together. Counts them in
+    ``engine.graph_live`` too."""
+    cfg = engine.config
+    graphs = engine.store.tables.node_graph[nodes]
+    order = np.argsort(graphs, kind="stable")
+    nodes, graphs = nodes[order], graphs[order]
+    names, starts, counts = np.unique(graphs, return_index=True, return_counts=True)
+    rank = np.arange(len(nodes)) - np.repeat(starts, counts)  # place among its subgraph's new nodes
+    group = np.repeat(np.arange(len(names)), counts)
+    done = np.zeros(len(names), np.int64)
+    while (done < counts).any():
+        live = engine.graph_live[names]
+        take = np.maximum(1, (cfg.insert_batch_fraction * live).astype(np.int64))
+        chosen = np.flatnonzero((rank >= done[group]) & (rank < done[group] + take[group]))
+        chosen = chosen[: cfg.max_insert_batch]
+        batch = nodes[chosen]
+        rest = _seed_empty_subgraphs(engine, batch)
+        if len(rest):
+            _insert_sub_batch(engine, rest, params)
+        added = np.bincount(group[chosen], minlength=len(names))
+        done += added
+        np.add.at(engine.graph_live, names, added)
+        engine.live_nodes += len(batch)
+
+
 def relink_nodes(engine: Engine, nodes: np.ndarray) -> None:
     """Insert already-linked live nodes again (new rows chosen by a fresh search), for
     nodes that lost all their neighbors. Their old in-links stay; no link is added

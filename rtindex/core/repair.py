@@ -17,7 +17,7 @@ from rtindex.kernels.layout import FREE, LIVE, TOMBSTONE, Scratch
 from rtindex.kernels.repair import (
     adopt_orphans,
     collect_upper_rows,
-    find_entry_point,
+    find_entry_points,
     isolated_nodes,
     repair_in_neighbors,
     tombstone_chains,
@@ -26,7 +26,7 @@ from rtindex.kernels.repair import (
 
 def tombstone_nodes_of(engine: Engine, first_nodes: np.ndarray) -> int:
     """Tombstone the node chains starting at ``first_nodes``; returns how many nodes."""
-    count = int(tombstone_chains(engine.store.tables, np.ascontiguousarray(first_nodes, np.int32)))
+    count = int(tombstone_chains(engine.store.tables, np.ascontiguousarray(first_nodes, np.int32), engine.graph_live))
     engine.live_nodes -= count
     engine.tombstones += count
     return count
@@ -35,9 +35,11 @@ def tombstone_nodes_of(engine: Engine, first_nodes: np.ndarray) -> int:
 def fix_entry_points(engine: Engine) -> None:
     t = engine.store.tables
     entries = t.entry_node
-    stale = np.flatnonzero((entries >= 0) & (t.node_state[np.maximum(entries, 0)] != LIVE))
-    for graph in stale:
-        entries[graph] = find_entry_point(t, int(graph), engine.store.node_slots.high_water)
+    stale = (entries >= 0) & (t.node_state[np.maximum(entries, 0)] != LIVE)
+    if stale.any():  # found apart, then written: searches never read a -1 in between
+        found = entries.copy()
+        find_entry_points(t, stale, engine.store.node_slots.high_water, found)
+        entries[stale] = found[stale]
 
 
 def consolidation_due(engine: Engine) -> bool:
@@ -58,9 +60,10 @@ def _keep_everyone_reachable(engine: Engine) -> None:
     engine.counters.adopted += int(adopt_orphans(t, high_water, engine.params, 1))
 
 
-def consolidate(engine: Engine) -> int:
+def consolidate(engine: Engine, free_items: bool = True) -> int:
     """Repair every live row that points at a tombstone, then free the tombstones.
-    Returns the number of nodes freed."""
+    Returns the number of nodes freed. ``free_items``: also free the slots of deleted
+    items whose nodes these were (the global graph's consolidation does that)."""
     store = engine.store
     t = store.tables
     high_water = store.node_slots.high_water
@@ -79,11 +82,12 @@ def consolidate(engine: Engine) -> int:
     upper_rows = collect_upper_rows(t, dead)
     owners = t.node_item[dead]
     t.node_state[dead] = FREE
-    items = store.items.free_deleted(owners)  # a refreshed item keeps its slot: only deleted ones go
     epoch = engine.epochs.advance()
     store.node_slots.retire(dead, epoch)
     store.upper_slots.retire(upper_rows, epoch)
-    store.items.retire(items, epoch)
+    if free_items:
+        items = store.items.free_deleted(owners)  # a refreshed item keeps its slot: only deleted ones go
+        store.items.retire(items, epoch)
     store.reclaim(engine.epochs.oldest_active())
     engine.tombstones -= len(dead)
     return len(dead)

@@ -18,7 +18,7 @@ import numpy as np
 from rtindex.kernels.layout import Scratch
 
 
-def _new_scratch(node_capacity: int, beam: int, pool: int, block: int) -> Scratch:
+def _new_scratch(node_capacity: int, beam: int, pool: int, block: int, rows: int) -> Scratch:
     cand = 2 * beam + 2 * block + 16
     return Scratch(
         visited=np.zeros(node_capacity, np.uint16),
@@ -31,6 +31,9 @@ def _new_scratch(node_capacity: int, beam: int, pool: int, block: int) -> Scratc
         pool_node=np.empty(pool, np.int32),
         pool_score=np.empty(pool, np.float32),
         selected=np.empty(pool, np.int32),
+        row_seen=np.zeros(rows, np.uint32),
+        row_score=np.empty(rows, np.float32),
+        row_gen=np.zeros(1, np.uint32),
     )
 
 
@@ -48,7 +51,10 @@ class ScratchPool:
         self._max_idle = max_idle
         self._capacity = 0
 
-    def acquire(self, node_capacity: int, beam: int, results: int = 0) -> Scratch:
+    def acquire(self, node_capacity: int, beam: int, results: int = 0, rows: int = 0) -> Scratch:
+        """A set for tables of ``node_capacity`` nodes, beams up to ``beam`` wide and
+        ``results`` pooled candidates; ``rows`` > 0: with a score cache over that many
+        vector rows (category searches)."""
         # pool = candidate pool of a repair: a node's row plus the rows of its neighbors
         pool = max(beam, results, self._block * (self._block + 1))
         with self._lock:
@@ -58,9 +64,10 @@ class ScratchPool:
             for i, s in enumerate(self._idle):
                 # every condition is checked: a search still reading older, smaller
                 # tables returns smaller sets, and a kernel must never get one
-                if s.visited.shape[0] >= node_capacity and s.res_key.shape[0] >= beam and s.pool_node.shape[0] >= pool:
+                if (s.visited.shape[0] >= node_capacity and s.res_key.shape[0] >= beam
+                        and s.pool_node.shape[0] >= pool and s.row_seen.shape[0] >= rows):
                     return self._idle.pop(i)
-        return _new_scratch(node_capacity, beam, pool, self._block)
+        return _new_scratch(node_capacity, beam, pool, self._block, rows)
 
     def release(self, scratch: Scratch) -> None:
         with self._lock:
@@ -106,14 +113,16 @@ class Workers:
         results: int = 0,
         min_chunk: int = 1,
         chunks_per_thread: int = 4,
+        rows: int = 0,
     ) -> list[object]:
-        """Split range(n) into chunks (at least ``min_chunk`` long); returns task results."""
+        """Split range(n) into chunks (at least ``min_chunk`` long); returns task results.
+        Each chunk gets a scratch set for these sizes (``ScratchPool.acquire``)."""
         if n == 0:
             return []
         n_chunks = min(self.threads * chunks_per_thread, max(1, n // max(1, min_chunk)))
 
         def run_chunk(lo: int, hi: int) -> object:
-            scratch = self.scratch.acquire(node_capacity, beam, results)
+            scratch = self.scratch.acquire(node_capacity, beam, results, rows)
             try:
                 return task(lo, hi, scratch)
             finally:

@@ -35,3 +35,32 @@ def search_batch(
 
         engine.workers.run(b, chunk, t.node_state.shape[0], beam, results=k, min_chunk=16)
     return SearchResult(ids=ids, scores=scores, hops=stats[:, 0], evaluations=stats[:, 1])
+
+
+def search_categories(
+    engine: Engine, queries: np.ndarray, graphs: np.ndarray, ks: np.ndarray, efs: np.ndarray,
+    level_widths: np.ndarray, deadline: float | None = None,
+) -> SearchResult:
+    """Per-query search of several categories (``engine``: the category engine):
+    ids / scores [b, len(graphs), max(ks)], -1 / -inf padded. graphs int32: subgraph of
+    each category (-1: none); ks, efs int32: quota and beam width of each."""
+    b = queries.shape[0]
+    n_cat = len(graphs)
+    width = int(ks.max()) if n_cat else 0
+    ids = np.full((b, n_cat, width), -1, np.int64)
+    scores = np.full((b, n_cat, width), -np.inf, np.float32)
+    stats = np.zeros((b, 2), np.int64)
+    beam = max(int(efs.max(initial=1)), int(level_widths.max(initial=1)))
+    with engine.epochs.reading():
+        t = engine.store.tables
+        rows = t.vectors.shape[0]
+        kernel = engine.category_kernel
+        # keep each query's scores by row: an item met in several subgraphs is scored once
+        mode = engine.search_mode._replace(reuse_scores=True)
+
+        def chunk(lo: int, hi: int, scratch: Scratch) -> None:
+            check_deadline(deadline)
+            kernel(t, queries, mode, graphs, ks, efs, level_widths, scratch, lo, hi, ids, scores, stats)
+
+        engine.workers.run(b, chunk, t.node_state.shape[0], beam, results=width, min_chunk=4, rows=rows)
+    return SearchResult(ids=ids, scores=scores, hops=stats[:, 0], evaluations=stats[:, 1])

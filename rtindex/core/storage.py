@@ -192,6 +192,7 @@ COLUMNS: dict[str, Column] = {
     "node_state": Column("node", np.uint8, 0, synced_by=("node", "state")),
     "node_graph": Column("node", np.int32, 0),
     "node_next": Column("node", np.int32, -1),
+    "node_direct": Column("node", np.uint8, 0),
     "node_upper": Column("node", np.int32, -1, synced_by=("node",)),
     "links0": Column("node", np.int32, 0, "links0", synced_by=("node", "links0")),
     "upper_links": Column("upper", np.int32, 0, "upper_links", synced_by=("upper",)),
@@ -200,11 +201,17 @@ COLUMNS: dict[str, Column] = {
     "item_versions": Column("item", np.int64, 0),
     "item_vec": Column("item", np.int32, -1),
     "item_first_node": Column("item", np.int32, -1),
+    "item_first_cnode": Column("item", np.int32, -1),
     "item_state": Column("item", np.uint8, 0),
 }
 
 
 _TABLE_COLUMNS = {table: tuple(name for name, c in COLUMNS.items() if c.table == table) for table in TABLES}
+
+# the columns a store of category nodes reads from the global store instead of owning
+# them: the embedding rows (a category node reads the row of its item's global node)
+# and the items
+SHARED_WITH_GLOBAL = ("vectors", "vectors16", *_TABLE_COLUMNS["item"])
 
 
 def columns_of(table: str) -> tuple[str, ...]:
@@ -226,25 +233,52 @@ def table_capacity(tables: GraphTables, table: str) -> int:
 
 class GraphStore:
     """The tables of one index and their allocators: node and upper-level slots here,
-    items (ids, versions, their slots and the graveyard) in ``items``."""
+    items (ids, versions, their slots and the graveyard) in ``items``.
+
+    With ``rows_from`` (the global store), a store of category nodes: it owns node and
+    upper-level columns only (its own degree ``M``) and its ``tables`` read the
+    embedding rows and the item columns of ``rows_from`` (``SHARED_WITH_GLOBAL``): a
+    category node's ``node_vec`` is the row of its item's global node, so rows are
+    stored once however many categories an item is in."""
 
     def __init__(self, dim: int, M: int, initial_capacity: int, half_copy: bool = False,
-                 deleted_versions_kept: int = 0) -> None:
+                 deleted_versions_kept: int = 0, rows_from: GraphStore | None = None) -> None:
         n = initial_capacity
         rows = {"node": n, "upper": max(16, n // M), "item": n}
+        self._rows_from = rows_from
+        self._owned = tuple(name for name in COLUMNS if rows_from is None or name not in SHARED_WITH_GLOBAL)
         self._reservations = _Reservations()
         arrays = {
             name: self._reservations.view(name, None, rows[column.table], row_shape(column, dim, M, half_copy),
                                           np.dtype(column.dtype), column.fill)
-            for name, column in COLUMNS.items()
+            for name, column in COLUMNS.items() if name in self._owned
         }
+        if rows_from is not None:
+            arrays.update({name: getattr(rows_from.tables, name) for name in SHARED_WITH_GLOBAL})
         self.tables = GraphTables(**arrays, entry_node=np.full(1, -1, np.int32))
         self.node_slots = SlotPool()
         self.upper_slots = SlotPool()
-        self.items = ItemTable(self, IdMap(initial_capacity), SlotPool(), Graveyard(deleted_versions_kept))
+        self.items = (ItemTable(self, IdMap(initial_capacity), SlotPool(), Graveyard(deleted_versions_kept))
+                      if rows_from is None else rows_from.items)
+
+    @property
+    def tables(self) -> GraphTables:
+        """The current tables (a store of category nodes: with the global store's
+        current rows and item columns)."""
+        if self._rows_from is None:
+            return self._tables
+        shared = self._rows_from.tables
+        return self._tables._replace(**{name: getattr(shared, name) for name in SHARED_WITH_GLOBAL})
+
+    @tables.setter
+    def tables(self, tables: GraphTables) -> None:
+        self._tables = tables
 
     def _pools(self) -> dict[str, SlotPool]:
-        return {"node": self.node_slots, "upper": self.upper_slots, "item": self.items.slots}
+        pools = {"node": self.node_slots, "upper": self.upper_slots}
+        if self._rows_from is None:
+            pools["item"] = self.items.slots
+        return pools
 
     @property
     def node_capacity(self) -> int:
@@ -261,11 +295,22 @@ class GraphStore:
         t.vectors[nodes] = rows
         if t.vectors16.shape[1]:
             t.vectors16[nodes] = rows.astype(np.float16).view(np.uint16)
-        t.node_vec[nodes] = nodes
+        self.init_nodes(nodes, nodes, items, np.zeros(len(nodes), np.int32), levels, upper_rows)
+        return nodes
+
+    def init_nodes(self, nodes: np.ndarray, vector_rows: np.ndarray, items: np.ndarray, graphs: np.ndarray,
+                   levels: np.ndarray, upper_rows: np.ndarray, direct: np.ndarray | None = None) -> None:
+        """Initialise allocated node slots (see ``add_nodes``) whose embedding rows are
+        already stored: node i reads row ``vector_rows[i]``, belongs to item ``items[i]``
+        and subgraph ``graphs[i]``; ``direct[i]``: the item was put in that category
+        itself (not through a descendant). Not chained to other nodes (``node_next``)."""
+        t = self.tables
+        t.node_vec[nodes] = vector_rows
         t.node_item[nodes] = items
         t.node_level[nodes] = levels
-        t.node_graph[nodes] = 0
+        t.node_graph[nodes] = graphs
         t.node_next[nodes] = -1
+        t.node_direct[nodes] = 0 if direct is None else direct
         t.links0[nodes, 0] = 0
         t.node_upper[nodes] = -1
         has_upper = levels > 0
@@ -279,18 +324,20 @@ class GraphStore:
             t.upper_next[upper_rows] = following
             t.upper_links[upper_rows, 0] = 0
         t.node_state[nodes] = LIVE
-        return nodes
 
     def ensure_capacity(self, nodes: int, upper: int, items: int) -> None:
         """Grow tables so that slot indices below the given counts are valid."""
-        t = self.tables
+        t = self._tables
         changes: dict[str, np.ndarray] = {}
         for table, need in zip(TABLES, (nodes, upper, items), strict=True):
-            current = table_capacity(t, table)
+            names = [name for name in columns_of(table) if name in self._owned]
+            if not names:
+                continue
+            current = getattr(t, names[0]).shape[0]
             if need <= current:
                 continue
             grown = max(need, int(current * GROWTH))
-            for name in columns_of(table):
+            for name in names:
                 changes[name] = self._grown(name, getattr(t, name), grown, COLUMNS[name].fill)
         if changes:
             # searches holding the previous tables keep its entry points (inside its views)
@@ -303,50 +350,73 @@ class GraphStore:
         """The used part of every saved column, the free lists (``free_<table>``), the
         entry points, the id map and the graveyard (views; copy them with writes
         excluded); the high-water mark of each table."""
-        t = self.tables
+        t = self._tables
         arrays: dict[str, np.ndarray] = {}
         marks: dict[str, int] = {}
         for table, pool in self._pools().items():
             high, arrays[f"free_{table}"] = pool.export()
             marks[table] = high
             for name in columns_of(table):
-                if COLUMNS[name].saved:
+                if COLUMNS[name].saved and name in self._owned:
                     arrays[name] = getattr(t, name)[:high]
         arrays["entry_node"] = t.entry_node
-        arrays.update(self.items.export_views())
+        if self._rows_from is None:
+            arrays.update(self.items.export_views())
         return arrays, marks
 
     @classmethod
     def restore(cls, dim: int, M: int, half_copy: bool, deleted_versions_kept: int, arrays: dict[str, np.ndarray],
-                marks: dict[str, int]) -> GraphStore:
+                marks: dict[str, int], rows_from: GraphStore | None = None) -> GraphStore:
         """The inverse of ``export_views``: tables sized to the high-water marks (they
-        grow on the next insert), the derived columns (the float16 copy) recomputed."""
-        store = cls(dim, M, 1, half_copy, deleted_versions_kept)
+        grow on the next insert), the derived columns (the float16 copy) recomputed.
+        A column a snapshot of an older version lacks starts at its fill value."""
+        store = cls(dim, M, 1, half_copy, deleted_versions_kept, rows_from)
         changes: dict[str, np.ndarray] = {}
         for name, column in COLUMNS.items():
-            if column.saved:
-                empty = getattr(store.tables, name)
-                saved = arrays[name].astype(empty.dtype, copy=False)
-                changes[name] = store._grown(name, saved, max(1, marks[column.table]), column.fill)
-        vectors = changes["vectors"]
-        changes["vectors16"] = store._grown("vectors16", store.tables.vectors16[:0], vectors.shape[0], 0)
-        if half_copy:
-            changes["vectors16"][:] = vectors.astype(np.float16).view(np.uint16)
+            if column.saved and name in store._owned:
+                empty = getattr(store._tables, name)
+                rows = max(1, marks[column.table])
+                if name in arrays:
+                    saved = arrays[name].astype(empty.dtype, copy=False)
+                    changes[name] = store._grown(name, saved, rows, column.fill)
+                else:
+                    changes[name] = store._grown(name, empty[:0], rows, column.fill)
+        if rows_from is None:
+            vectors = changes["vectors"]
+            changes["vectors16"] = store._grown("vectors16", store._tables.vectors16[:0], vectors.shape[0], 0)
+            if half_copy:
+                changes["vectors16"][:] = vectors.astype(np.float16).view(np.uint16)
         changes["entry_node"] = arrays["entry_node"].astype(np.int32)
-        store.tables = store.tables._replace(**changes)
+        store.tables = store._tables._replace(**changes)
         store.node_slots = SlotPool.restore(marks["node"], arrays["free_node"])
         store.upper_slots = SlotPool.restore(marks["upper"], arrays["free_upper"])
-        store.items = ItemTable.restore(store, deleted_versions_kept, marks["item"], arrays)
+        if rows_from is None:
+            store.items = ItemTable.restore(store, deleted_versions_kept, marks["item"], arrays)
         return store
+
+    def ensure_graphs(self, n_graphs: int) -> None:
+        """Room for the entry points of ``n_graphs`` subgraphs (new ones empty). The
+        array is replaced, not grown in place: searches keep the one they read."""
+        t = self._tables
+        current = t.entry_node.shape[0]
+        if n_graphs <= current:
+            return
+        grown = np.full(max(n_graphs, 2 * current), -1, np.int32)
+        grown[:current] = t.entry_node
+        self.tables = t._replace(entry_node=grown)
 
     def reclaim(self, oldest_active_epoch: int) -> None:
         for pool in self._pools().values():
             pool.reclaim(oldest_active_epoch)
 
     def nbytes(self) -> int:
-        """Tables, free lists, the id map and the graveyard."""
+        """Tables, free lists, the id map and the graveyard (a store of category nodes:
+        only what it owns)."""
         pools = (self.node_slots, self.upper_slots)
-        return sum(a.nbytes for a in self.tables) + sum(p.nbytes() for p in pools) + self.items.nbytes()
+        t = self._tables
+        own = sum(getattr(t, name).nbytes for name in self._owned) + t.entry_node.nbytes
+        own += sum(p.nbytes() for p in pools)
+        return own + (self.items.nbytes() if self._rows_from is None else 0)
 
 
 class ItemTable:
@@ -406,6 +476,7 @@ class ItemTable:
         t.item_versions[slots] = versions
         t.item_vec[slots] = vector_rows
         t.item_first_node[slots] = first_nodes
+        t.item_first_cnode[slots] = -1
         t.item_state[slots] = ITEM_LIVE
 
     def publish(self, ids: np.ndarray, slots: np.ndarray, versioned: bool) -> None:
@@ -424,6 +495,18 @@ class ItemTable:
         t.item_first_node[slots] = first_nodes
         t.item_vec[slots] = vector_rows
         t.item_versions[slots] = versions
+        return old_first
+
+    def first_category_nodes(self, slots: np.ndarray) -> np.ndarray:
+        """Head of the chain of category nodes of each item (-1: in no category)."""
+        return self._store.tables.item_first_cnode[slots]
+
+    def repoint_categories(self, slots: np.ndarray, first_cnodes: np.ndarray) -> np.ndarray:
+        """Point items at a new chain of category nodes (-1: none); returns the old
+        heads (to tombstone)."""
+        t = self._store.tables
+        old_first = t.item_first_cnode[slots]
+        t.item_first_cnode[slots] = first_cnodes
         return old_first
 
     def mark_deleted(self, ids: np.ndarray, slots: np.ndarray, versions: np.ndarray | None) -> None:

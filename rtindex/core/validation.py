@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rtindex.core.categories import MAX_SEARCH_CATEGORIES, ItemCategories
+
 MAX_ID = np.iinfo(np.int64).max
 FLOAT16_MAX = 65504.0
 
@@ -222,3 +224,66 @@ def check_search_args(
             widths[i + 1] = w
         return k, ef, widths, max(ef, max(values, default=1))
     return k, ef, widths, ef
+
+
+def as_item_categories(categories: object, n: int, what: str) -> ItemCategories:
+    """Categories of ``n`` items: an ``ItemCategories``, or one sequence of category ids
+    per item (None or [] for none). None = no categories for any item."""
+    if categories is None:
+        return ItemCategories.none(n)
+    if isinstance(categories, ItemCategories):
+        found = len(categories)
+    else:
+        if isinstance(categories, (str, bytes)) or not hasattr(categories, "__len__"):
+            raise ValueError(f"{what}: categories must be one list of category ids per item, got {categories!r}")
+        found = len(categories)  # type: ignore[arg-type]
+    if found != n:
+        raise ValueError(f"{what}: {found} category lists for {n} items; give one list per item ([] for none)")
+    if isinstance(categories, ItemCategories):
+        return categories
+    return ItemCategories.from_lists(categories, what)  # type: ignore[arg-type]
+
+
+def as_search_categories(categories: object, k: object, what: str = "search") -> tuple[np.ndarray, np.ndarray]:
+    """(category ids int64[c], quotas int32[c]) of a category search: 1 to
+    ``MAX_SEARCH_CATEGORIES`` ids >= 0; k a positive integer (the quota of each) or one
+    positive integer per category."""
+    ids = np.asarray(categories)
+    if ids.ndim == 0:
+        ids = ids.reshape(1)
+    if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+        raise ValueError(f"{what}: categories must be a list of integer category ids, got {categories!r}")
+    if ids.size == 0:
+        raise ValueError(f"{what}: categories is empty; name at least one category (or pass None to search all items)")
+    if ids.size > MAX_SEARCH_CATEGORIES:
+        raise ValueError(f"{what}: {ids.size} categories in one request; the limit is {MAX_SEARCH_CATEGORIES} "
+                         "(split the request)")
+    ids = ids.astype(np.int64)
+    if ids.min() < 0:
+        raise ValueError(f"{what}: category id {ids.min()} is negative; ids are >= 0")
+    if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+        quotas = np.full(ids.size, int(k), np.int64)
+    else:
+        quotas = np.asarray(k)
+        if quotas.ndim != 1 or quotas.dtype.kind not in "iu":
+            raise ValueError(f"{what}: k must be a positive integer or one positive integer per category, got {k!r}")
+        if quotas.size != ids.size:
+            raise ValueError(f"{what}: {quotas.size} quotas (k) for {ids.size} categories; give one per category")
+    if quotas.min() < 1 or quotas.max() > 1 << 20:
+        raise ValueError(f"{what}: every quota k must be in [1, {1 << 20}], got {quotas.min()}..{quotas.max()}")
+    return ids, quotas.astype(np.int32)
+
+
+def as_category_ids(ids: object, what: str, name: str, allow_root: bool = False) -> np.ndarray:
+    """int64[n] category ids >= 0 (-1 too with ``allow_root``: "no parent")."""
+    arr = np.asarray(ids)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError(f"{what}: {name} must be a 1-D array of integer category ids, got {ids!r}")
+    arr = arr.astype(np.int64)
+    floor = -1 if allow_root else 0
+    if arr.size and arr.min() < floor:
+        raise ValueError(f"{what}: {name} holds a negative id ({arr.min()}); category ids are >= 0"
+                         + (" (-1: no parent)" if allow_root else ""))
+    return arr
