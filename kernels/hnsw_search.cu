@@ -120,7 +120,9 @@ struct Graph {
     const int* node_level;            // [cap]
     const unsigned char* node_state;  // [cap]
     const int* node_item;             // [cap]
+    const int* node_vec;              // [cap] row read by each node (category subgraphs), or null: row = node
     const long long* item_ids;        // [cap_items]
+    int n_rows;                       // rows on the device: a node reading a row past them is skipped
     int width0;
     int width_up;
     int n_nodes;  // node capacity on the device: neighbor ids outside [0, n_nodes) are skipped
@@ -170,7 +172,9 @@ __device__ __forceinline__ int clamped_degree(const int* links, long long row, i
 // Similarity of the query to one row, computed by the whole warp (lane i reads
 // elements i, i + 32, ...: coalesced). Every lane returns the same value (butterfly
 // reduction: each addition is commutative, so all lanes add the same pairs).
-__device__ float warp_score(const Graph& g, const float* query, int row, bool half, int lane) {
+__device__ float warp_score(const Graph& g, const float* query, int node, bool half, int lane) {
+    const int row = g.node_vec != nullptr ? g.node_vec[node] : node;
+    if (row < 0 || row >= g.n_rows) return NEG_INF;  // written after the device's copy was taken
     float acc = 0.0f;
     long long base = (long long)row * g.dim;
     if (half) {
@@ -376,23 +380,37 @@ __device__ void write_results(const Graph& g, Warp& w, int n, int k, long long* 
 // Per-warp scratch layout, in 4-byte words (the launcher computes the same size):
 //   query[dim] cand_key[cand_cap] cand_val[cand_cap] res_key[beam] res_val[beam]
 //   ent_key[beam] ent_val[beam] block[max_degree0] block_score[max_degree0] item_seen[k]
+//
+// One warp per lane. Without lanes (use_lanes = 0) lane i is query i searched in subgraph
+// `graph` with `k` and `ef`. With lanes (a category search: one lane per (query,
+// category)), lane i searches subgraph lane_graph[i] (-1: none) for query lane_query[i]
+// with beam lane_ef[i] and quota lane_k[i] (`k` is then the largest quota: the stride of
+// the outputs, padded past the lane's own). With use_node_vec, node n reads embedding row
+// node_vec[n] (category nodes share their item's row), else row n.
 extern "C" __global__ void hnsw_search(
     const float* __restrict__ vectors, const unsigned short* __restrict__ vectors16,
     const int* __restrict__ links0, int width0,
     const int* __restrict__ upper_links, int width_up, const int* __restrict__ upper_next,
     const int* __restrict__ node_upper, const int* __restrict__ node_level,
     const unsigned char* __restrict__ node_state, const int* __restrict__ node_item,
-    const long long* __restrict__ item_ids, const int* __restrict__ entry_node, int n_nodes,
+    const long long* __restrict__ item_ids, const int* __restrict__ entry_node, int n_nodes, int n_graphs,
+    const int* __restrict__ node_vec, int use_node_vec, int n_rows,
     int dim, int metric, int half,
     const float* __restrict__ queries, int n_queries, int graph, int k, int ef,
+    int use_lanes, const int* __restrict__ lane_query, const int* __restrict__ lane_graph,
+    const int* __restrict__ lane_k, const int* __restrict__ lane_ef, int n_lanes,
     const int* __restrict__ level_ef, int n_level_ef, int beam, int cand_cap,
     unsigned int* __restrict__ visited, long long visited_words, int* __restrict__ touched, int touched_cap,
     float* __restrict__ global_scratch, int scratch_words, int use_shared,
     long long* __restrict__ out_ids, float* __restrict__ out_scores, long long* __restrict__ out_stats) {
     extern __shared__ float shared_scratch[];
     const int warp_in_block = threadIdx.x >> 5;
-    const int q = blockIdx.x * (blockDim.x >> 5) + warp_in_block;
-    if (q >= n_queries) return;  // whole warps only: blockDim.x is a multiple of 32
+    const int lane_index = blockIdx.x * (blockDim.x >> 5) + warp_in_block;
+    if (lane_index >= (use_lanes ? n_lanes : n_queries)) return;  // whole warps only: blockDim.x is a multiple of 32
+    const int q = use_lanes ? lane_query[lane_index] : lane_index;
+    const int my_graph = use_lanes ? lane_graph[lane_index] : graph;
+    const int my_k = use_lanes ? min(lane_k[lane_index], k) : k;
+    const int my_ef = use_lanes ? lane_ef[lane_index] : ef;
 
     Graph g;
     g.vectors = vectors;
@@ -404,7 +422,9 @@ extern "C" __global__ void hnsw_search(
     g.node_level = node_level;
     g.node_state = node_state;
     g.node_item = node_item;
+    g.node_vec = use_node_vec ? node_vec : nullptr;
     g.item_ids = item_ids;
+    g.n_rows = n_rows;
     g.width0 = width0;
     g.width_up = width_up;
     g.n_nodes = n_nodes;
@@ -413,7 +433,7 @@ extern "C" __global__ void hnsw_search(
 
     // generic pointers: the same code runs on shared or global scratch
     float* base = use_shared ? shared_scratch + (long long)warp_in_block * scratch_words
-                             : global_scratch + (long long)q * scratch_words;
+                             : global_scratch + (long long)lane_index * scratch_words;
     const int max_degree0 = width0 - 1;
     Warp w;
     w.lane = threadIdx.x & 31;
@@ -428,9 +448,9 @@ extern "C" __global__ void hnsw_search(
     w.block = w.ent_val + beam;
     w.block_score = (float*)(w.block + max_degree0);
     w.item_seen = (int*)(w.block_score + max_degree0);
-    w.visited = visited + (long long)q * visited_words;
+    w.visited = visited + (long long)lane_index * visited_words;
     w.visited_words = visited_words;
-    w.touched = touched + (long long)q * touched_cap;
+    w.touched = touched + (long long)lane_index * touched_cap;
     w.touched_cap = touched_cap;
     w.n_touched = 0;
     w.cand_cap = cand_cap;
@@ -440,11 +460,11 @@ extern "C" __global__ void hnsw_search(
     for (int i = w.lane; i < dim; i += 32) query[i] = queries[(long long)q * dim + i];
     __syncwarp();
 
-    long long* my_ids = out_ids + (long long)q * k;
-    float* my_scores = out_scores + (long long)q * k;
+    long long* my_ids = out_ids + (long long)lane_index * k;
+    float* my_scores = out_scores + (long long)lane_index * k;
     const bool use_half = half != 0;
     int n_res = 0;
-    const int entry = entry_node[graph];
+    const int entry = (my_graph >= 0 && my_graph < n_graphs) ? entry_node[my_graph] : -1;
     if (entry >= 0) {
         // descend_to_level: greedy (or level_ef-wide) search down to level 1
         const int top = node_level[entry];
@@ -465,7 +485,7 @@ extern "C" __global__ void hnsw_search(
             n_entries = found;
         }
         // level 0: beam of width ef, live results only
-        n_res = layer_search(g, w, 0, ef, true, n_entries, use_half);
+        n_res = layer_search(g, w, 0, my_ef, true, n_entries, use_half);
         if (w.lane == 0) heap_drain_descending(w.res_key, w.res_val, n_res, w.ent_key, w.ent_val);
         __syncwarp();
         if (use_half) {  // rescore_exact: float32 scores, re-sorted
@@ -479,9 +499,13 @@ extern "C" __global__ void hnsw_search(
         }
     }
     if (w.lane == 0) {
-        write_results(g, w, n_res, k, my_ids, my_scores);
-        out_stats[2LL * q] = w.hops;
-        out_stats[2LL * q + 1] = w.scored;
+        write_results(g, w, n_res, my_k, my_ids, my_scores);
+        for (int i = my_k; i < k; ++i) {
+            my_ids[i] = -1;
+            my_scores[i] = NEG_INF;
+        }
+        out_stats[2LL * lane_index] = w.hops;
+        out_stats[2LL * lane_index + 1] = w.scored;
     }
 }
 

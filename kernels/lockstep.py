@@ -77,10 +77,11 @@ def expand_step(tables, level, q_start, q_stop, beam_nodes, beam_flags, beam_siz
 
 
 @njit(nogil=True, cache=True)
-def merge_step(beam_scores, beam_nodes, beam_flags, beam_size, width, q_start, q_stop, offsets, cand_nodes, cand_scores):
+def merge_step(beam_scores, beam_nodes, beam_flags, beam_size, widths, q_start, q_stop, offsets, cand_nodes, cand_scores):
     """Insert each query's scored candidates (offsets[q]:offsets[q+1]) into its sorted
-    beam of ``width`` entries (new entries unexpanded; ties keep the older entry first)."""
+    beam of ``widths[q]`` entries (new entries unexpanded; ties keep the older entry first)."""
     for q in range(q_start, q_stop):
+        width = widths[q]
         size = beam_size[q]
         for c in range(offsets[q], offsets[q + 1]):
             s = cand_scores[c]

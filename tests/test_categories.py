@@ -327,3 +327,45 @@ def test_a_deep_chain_is_refused(sift5k: datasets.Dataset) -> None:
     with pytest.raises(ValueError, match="levels"):
         idx.set_category_parents(chain[1:], chain[:-1])
     assert idx.stats()["categories"] == 0
+
+
+class _CountingScorer:
+    """The built-in L2 metric as a custom scorer that counts its calls and rows."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.rows = 0
+
+    def prepare(self, queries: np.ndarray) -> np.ndarray:
+        return np.asarray(queries, np.float32)
+
+    def score(self, state: np.ndarray, query_index: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        self.rows += len(rows)
+        return -((state[query_index] - rows) ** 2).sum(1).astype(np.float32)
+
+
+def test_lockstep_scorer_searches_all_categories_together(built, sift5k: datasets.Dataset) -> None:  # type: ignore[no-untyped-def]
+    """With a scorer (a neural network's shape), the beams of every category of every
+    query advance together: one scorer call per step for all of them, an item's row
+    scored once per query, the same recall and membership as the per-query kernels."""
+    idx, base, ids, cats = built
+    q = sift5k.queries[:20]
+    chosen = np.array([1, 10, 100, 117, 900], np.int64)
+    together = _CountingScorer()
+    res = idx.search(q, k=K, ef=64, categories=chosen, scorer=together)
+    assert res.ids.shape == (len(q), len(chosen), K)
+    one_by_one = _CountingScorer()
+    for c in chosen.tolist():
+        idx.search(q, k=K, ef=64, categories=[c], scorer=one_by_one)
+    assert together.calls < one_by_one.calls / 2, (together.calls, one_by_one.calls)
+    assert together.rows < one_by_one.rows  # rows met in several categories are scored once
+    assert res.evaluations.sum() == together.rows
+    for j, category in enumerate(chosen.tolist()):
+        members = _members(ids, cats, category)
+        found = res.ids[:, j]
+        assert np.isin(found[found >= 0], members).all()
+        recall = _recall(found, _exact(base, ids, q, members, K))
+        assert recall >= (1.0 if category == 900 else 0.9), (category, recall)
+    metric = idx.search(q, k=K, ef=64, categories=chosen, execution="lockstep")
+    np.testing.assert_array_equal(metric.ids, res.ids)

@@ -73,7 +73,7 @@ class IndexConfig:
     deleted_versions_kept: int = 1_000_000
     category_M: int = 12
     category_ef_construction: int = 100
-    category_exact_limit: int = 256
+    category_exact_limit: int = 64
     device: str = "auto"
 
     def __post_init__(self) -> None:

@@ -23,7 +23,7 @@ from rtindex.core.categories import ItemCategories, Taxonomy
 from rtindex.core.config import IndexConfig
 from rtindex.core.engine import Engine
 from rtindex.core.insert import draw_levels, link_category_nodes, link_new_nodes
-from rtindex.core.lockstep import search_lockstep
+from rtindex.core.lockstep import search_categories_lockstep, search_lockstep
 from rtindex.core.repair import consolidate, consolidation_due, fix_entry_points, tombstone_nodes_of
 from rtindex.core.results import (
     DELETED,
@@ -515,17 +515,25 @@ class Index:
         cfg = self.config
         category_ids, quotas = validation.as_search_categories(categories, k)
         _, ef, widths, _ = validation.check_search_args(int(quotas.max()), ef, level_ef, cfg.ef_search, cfg.max_level)
-        if scorer is not None or execution == "lockstep":
-            raise ValueError("search: categories are searched by the per-query kernels of the built-in metric; "
-                             "a custom scorer or execution='lockstep' with categories is not supported yet")
-        q = validation.as_queries(queries, cfg.dim, cfg.metric)
         cat = self._categories
         graphs = self._taxonomy.graph_of(category_ids)
         live = np.where(graphs >= 0, cat.graph_live[np.maximum(graphs, 0)] if len(cat.graph_live) else 0, 0)
         efs = np.maximum(ef, quotas).astype(np.int64)
         small = live <= max(ef, cfg.category_exact_limit)
         efs[small] = np.maximum(efs[small], live[small])  # exhaustive: every live member is reached
-        return search_categories(cat, q, graphs.astype(np.int32), quotas, efs.astype(np.int32), widths, deadline)
+        efs = efs.astype(np.int32)
+        if scorer is not None:
+            if execution == "per_query":
+                raise ValueError("search: a custom scorer needs execution='lockstep' (or 'auto')")
+            if not isinstance(scorer, Scorer):
+                raise ValueError("search: scorer must have prepare(queries) and score(state, query_index, rows)")
+            return search_categories_lockstep(cat, scorer, queries, validation.batch_size(queries), graphs, quotas,
+                                              efs, widths, deadline)
+        q = validation.as_queries(queries, cfg.dim, cfg.metric)
+        if execution == "lockstep":
+            return search_categories_lockstep(cat, self._metric_scorer, q, len(q), graphs, quotas, efs, widths,
+                                              deadline)
+        return search_categories(cat, q, graphs, quotas, efs, widths, deadline)
 
     def get(self, ids: object) -> GetResult:
         """Stored embedding and version of each id (found=False for unknown ids), as of
@@ -617,6 +625,9 @@ class Index:
                 category_node_slots_in_use=cat.store.node_slots.in_use,
                 category_node_capacity=cat.store.node_capacity,
                 category_memory_bytes=cat.store.nbytes() + cat.workers.scratch.nbytes(),
+                # the rows in use (below the high-water marks) of the global and category tables
+                memory_used_bytes=store.used_nbytes() + cat.store.used_nbytes(),
+                category_memory_used_bytes=cat.store.used_nbytes(),
             )
             out["memory_bytes"] += out["category_memory_bytes"]
             if engine.gpu is not None:

@@ -246,6 +246,7 @@ class GraphStore:
         n = initial_capacity
         rows = {"node": n, "upper": max(16, n // M), "item": n}
         self._rows_from = rows_from
+        self._composed: tuple[GraphTables, GraphTables, GraphTables] | None = None
         self._owned = tuple(name for name in COLUMNS if rows_from is None or name not in SHARED_WITH_GLOBAL)
         self._reservations = _Reservations()
         arrays = {
@@ -267,8 +268,12 @@ class GraphStore:
         current rows and item columns)."""
         if self._rows_from is None:
             return self._tables
-        shared = self._rows_from.tables
-        return self._tables._replace(**{name: getattr(shared, name) for name in SHARED_WITH_GLOBAL})
+        own, shared = self._tables, self._rows_from.tables
+        cached = self._composed
+        if cached is None or cached[0] is not own or cached[1] is not shared:  # either side was republished
+            composed = own._replace(**{name: getattr(shared, name) for name in SHARED_WITH_GLOBAL})
+            cached = self._composed = (own, shared, composed)
+        return cached[2]
 
     @tables.setter
     def tables(self, tables: GraphTables) -> None:
@@ -282,7 +287,7 @@ class GraphStore:
 
     @property
     def node_capacity(self) -> int:
-        return table_capacity(self.tables, "node")
+        return self._tables.node_state.shape[0]
 
     def add_nodes(self, nodes: np.ndarray, rows: np.ndarray, items: np.ndarray, levels: np.ndarray,
                   upper_rows: np.ndarray) -> np.ndarray:
@@ -408,6 +413,20 @@ class GraphStore:
     def reclaim(self, oldest_active_epoch: int) -> None:
         for pool in self._pools().values():
             pool.reclaim(oldest_active_epoch)
+
+    def used_nbytes(self) -> int:
+        """Like ``nbytes``, counting only the rows below each table's high-water mark
+        (what the stored data occupies, whatever capacity is reserved beyond it)."""
+        t = self._tables
+        marks = {table: pool.high_water for table, pool in self._pools().items()}
+        if self._rows_from is not None:
+            marks["item"] = 0
+        own = 0
+        for name in self._owned:
+            array = getattr(t, name)
+            own += array[: marks[COLUMNS[name].table]].nbytes
+        own += t.entry_node.nbytes + self.node_slots.nbytes() + self.upper_slots.nbytes()
+        return own + (self.items.nbytes() if self._rows_from is None else 0)
 
     def nbytes(self) -> int:
         """Tables, free lists, the id map and the graveyard (a store of category nodes:

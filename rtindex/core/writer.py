@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rtindex.core.categories import ItemCategories
 from rtindex.core.index import Index
 from rtindex.core.results import DELETED, INSERTED, REFRESHED, SKIPPED_STALE, UNKNOWN, DeleteResult, UpsertResult
 
@@ -54,6 +55,7 @@ class _Write:
     rows: np.ndarray | None
     versions: np.ndarray | None
     since: float | None  # time.time() when its oldest change was made; None: no freshness deadline
+    categories: ItemCategories | None = None  # upserts: categories per item (None: none)
     future: Future = field(default_factory=Future)
 
 
@@ -93,12 +95,14 @@ class Writer:
 
     # ------------------------------------------------------------------ submitting
     def upsert(self, ids: np.ndarray, rows: np.ndarray, versions: np.ndarray | None,
-               since: float | None = None) -> Future:
-        """Queue a validated upsert (see Index.prepare_upsert); resolves to UpsertResult.
-        since: when the oldest of these changes was made (time.time()), for a stream
-        with a freshness deadline; None (gRPC writes, a stream catching up before it
-        serves): no deadline, always the full ef_construction."""
-        return self._submit(_Write("upsert", ids, rows, versions, None if since is None else _since(since)))
+               since: float | None = None, categories: ItemCategories | None = None) -> Future:
+        """Queue a validated upsert (see Index.prepare_upsert, prepare_categories);
+        resolves to UpsertResult. since: when the oldest of these changes was made
+        (time.time()), for a stream with a freshness deadline; None (gRPC writes, a
+        stream catching up before it serves): no deadline, always the full
+        ef_construction. categories: the items' categories (None: none)."""
+        return self._submit(_Write("upsert", ids, rows, versions, None if since is None else _since(since),
+                                   categories))
 
     def delete(self, ids: np.ndarray, versions: np.ndarray | None) -> Future:
         """Queue a validated delete (see Index.prepare_delete); resolves to DeleteResult."""
@@ -210,7 +214,12 @@ class Writer:
             deadlines = [w.since for w in batch if w.since is not None]
             beam = self._beam_for(min(deadlines) if deadlines else None, len(ids))
             t0 = time.perf_counter()
-            result = self.index.upsert_prepared(ids, rows, versions, ef_construction=beam)
+            categories = None
+            if any(w.categories is not None for w in batch):
+                categories = ItemCategories.concat([
+                    ItemCategories.none(len(w.ids)) if w.categories is None else w.categories for w in batch
+                ])
+            result = self.index.upsert_prepared(ids, rows, versions, ef_construction=beam, categories=categories)
             if result.inserted + result.refreshed:
                 self._learn_cost(time.perf_counter() - t0, result.inserted + result.refreshed, beam)
             self.stats.reduced_ef_batches += beam < self.index.config.ef_construction

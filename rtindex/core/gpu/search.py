@@ -78,6 +78,7 @@ class GpuSearcher:
         half = m.half
         vectors16 = a["vectors16"] if half else a["vectors"]  # not read unless half
         with m.stream:
+            none = cp.zeros(1, np.int32)  # for the kernel's unused array arguments
             d_queries = cp.asarray(queries)
             d_widths = cp.asarray(level_widths.astype(np.int32))
             out_ids = cp.empty((b, k), np.int64)
@@ -92,9 +93,11 @@ class GpuSearcher:
                         a["vectors"], vectors16, a["links0"], np.int32(a["links0"].shape[1]),
                         a["upper_links"], np.int32(a["upper_links"].shape[1]), a["upper_next"],
                         a["node_upper"], a["node_level"], a["node_state"], a["node_item"], a["item_ids"],
-                        a["entry_node"], np.int32(n_nodes),
+                        a["entry_node"], np.int32(n_nodes), np.int32(a["entry_node"].shape[0]),
+                        none, np.int32(0), np.int32(a["vectors"].shape[0]),  # rows: the node's own
                         np.int32(self.dim), np.int32(self.metric), np.int32(1 if half else 0),
                         d_queries[lo : lo + n], np.int32(n), np.int32(graph), np.int32(k), np.int32(ef),
+                        np.int32(0), none, none, none, none, np.int32(0),  # no lanes: one query per warp
                         d_widths, np.int32(len(level_widths)), np.int32(beam), np.int32(cand_cap),
                         visited, np.int64(words), touched, np.int32(touched_cap),
                         scratch, np.int32(per_warp), np.int32(1 if use_shared else 0),
