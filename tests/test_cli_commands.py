@@ -117,3 +117,91 @@ def test_rtindex_produce_writes_a_churn_stream_a_server_then_serves(kafka_bootst
             assert_matches(client, model)
     finally:
         server.stop(grace=1)
+
+
+def test_rtindex_categories_set_and_list_round_trip_the_taxonomy(server: IndexServer, tmp_path: Path) -> None:
+    target = f"127.0.0.1:{server.port}"
+    with IndexClient(target) as client:
+        vectors = np.random.default_rng(1).standard_normal((30, 8)).astype(np.float32)
+        client.upsert(np.arange(30), vectors, categories=[[20 + i % 3] for i in range(30)])  # 10 items per leaf
+
+        done = _rtindex("categories", "set", "--target", target, "20:2", "21:2", timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert f"set the parent of 2 categories on {target}; 20 items moved" in done.stdout
+        edges = tmp_path / "edges.csv"
+        edges.write_text("child,parent\n# leaf 22 under root 3\n22,3\n\n")
+        done = _rtindex("categories", "set", "--target", target, "--file", str(edges), timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "10 items moved" in done.stdout
+
+        listed = _rtindex("categories", "list", "--target", target, timeout=120)
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout == "child,parent\n20,2\n21,2\n22,3\n"
+        as_json = _rtindex("categories", "list", "--target", target, "--json", timeout=120)
+        assert json.loads(as_json.stdout) == [{"child": 20, "parent": 2}, {"child": 21, "parent": 2},
+                                              {"child": 22, "parent": 3}]
+        children, parents = client.category_parents()
+        assert dict(zip(children.tolist(), parents.tolist(), strict=True)) == {20: 2, 21: 2, 22: 3}
+        members_of_2 = client.search(vectors[:2], k=30, categories=[2]).ids
+        assert set(members_of_2[members_of_2 >= 0].tolist()) == {i for i in range(30) if i % 3 < 2}
+
+        # what `list` prints, `set --file` reads; --replace makes it the whole taxonomy
+        edges.write_text("child,parent\n21,3\n")
+        done = _rtindex("categories", "set", "--target", target, "--file", str(edges), "--replace", timeout=120)
+        assert done.returncode == 0, done.stderr
+        children, parents = client.category_parents()
+        assert dict(zip(children.tolist(), parents.tolist(), strict=True)) == {21: 3}
+
+        # refused: a cycle (by the server), a malformed edge, nothing to do; the taxonomy stays
+        cycle = _rtindex("categories", "set", "--target", target, "3:21", timeout=120)
+        assert cycle.returncode == 1 and "INVALID_ARGUMENT" in cycle.stderr and "cycle" in cycle.stderr
+        malformed = _rtindex("categories", "set", "--target", target, "5-3", timeout=120)
+        assert malformed.returncode == 2 and "CHILD:PARENT" in malformed.stderr
+        edges.write_text("child,parent\n4,1,9\n")
+        bad_file = _rtindex("categories", "set", "--target", target, "--file", str(edges), timeout=120)
+        assert bad_file.returncode == 2 and f"{edges}:2" in bad_file.stderr
+        nothing = _rtindex("categories", "set", "--target", target, timeout=120)
+        assert nothing.returncode == 2 and "no edges" in nothing.stderr
+        children, parents = client.category_parents()
+        assert dict(zip(children.tolist(), parents.tolist(), strict=True)) == {21: 3}
+
+
+def test_rtindex_search_prints_the_results_the_client_gets(server: IndexServer, tmp_path: Path) -> None:
+    target = f"127.0.0.1:{server.port}"
+    rng = np.random.default_rng(2)
+    queries = rng.standard_normal((3, 8)).astype(np.float32)
+    np.save(tmp_path / "queries.npy", queries)
+    with IndexClient(target) as client:
+        client.upsert(np.arange(40), rng.standard_normal((40, 8)).astype(np.float32),
+                      categories=[[20 + i % 2] for i in range(40)])
+        plain = client.search(queries, k=4)
+        by_category = client.search(queries, k=[3, 2, 1], categories=[20, 21, 99])
+
+    done = _rtindex("search", "--target", target, "--queries", str(tmp_path / "queries.npy"), "--k", "4", "--json",
+                    timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["query"] for r in rows] == [0, 1, 2]
+    assert [r["ids"] for r in rows] == plain.ids.tolist()
+    np.testing.assert_allclose([r["scores"] for r in rows], plain.scores, rtol=1e-6)
+
+    done = _rtindex("search", "--target", target, "--queries", str(tmp_path / "queries.npy"), "--categories",
+                    "20,21,99", "--k", "3,2,1", "--json", timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["query"], r["category"]) for r in rows] == [(q, c) for q in range(3) for c in (20, 21, 99)]
+    for r in rows:
+        expected = by_category.ids[r["query"], [20, 21, 99].index(r["category"])]
+        assert r["ids"] == expected[expected >= 0].tolist()  # padding is not printed
+        assert all(i % 2 == r["category"] - 20 for i in r["ids"]) and (r["category"] != 99 or r["ids"] == [])
+
+    text = _rtindex("search", "--target", target, "--queries", str(tmp_path / "queries.npy"), "--limit", "1",
+                    "--categories", "21,99", timeout=120)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert len(lines) == 2 and lines[1] == "query 0 category 99: (no items)"
+    assert re.fullmatch(r"query 0 category 21:( \d+:-?[\d.e+-]+){10}", lines[0])
+
+    wrong = _rtindex("search", "--target", target, "--queries", str(tmp_path / "queries.npy"), "--k", "3,2",
+                     timeout=120)
+    assert wrong.returncode == 2 and "needs --categories" in wrong.stderr

@@ -70,6 +70,20 @@ _ERRORS = {
 }
 
 
+def _int_list(values: Any, what: str, floor: int | None = None) -> list[int]:
+    """Integers of a scalar or 1-D sequence, as a list for a repeated field. The server
+    checks the values (it says what is wrong); this only refuses what the wire cannot
+    carry (fractions, nesting, text), and with ``floor`` what an unsigned field cannot."""
+    arr = np.asarray(values)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError(f"{what} must be a list of integers, got {values!r}")
+    if floor is not None and arr.size and arr.min() < floor:
+        raise ValueError(f"{what}: every entry must be >= {floor}, got {arr.min()}")
+    return arr.astype(np.int64).tolist()
+
+
 def _raise(exc: grpc.RpcError) -> None:
     code = exc.code()  # type: ignore[attr-defined]
     raise _ERRORS.get(code, IndexClientError)(code, exc.details() or "")  # type: ignore[attr-defined]
@@ -96,12 +110,29 @@ class IndexClient:
 
     # ------------------------------------------------------------------ API
     def search(
-        self, queries: Any = None, k: int = 10, ef: int | None = None, level_ef: Sequence[int] | None = None,
-        timeout: float | None = None, features: dict[str, Any] | None = None,
+        self, queries: Any = None, k: int | Sequence[int] = 10, ef: int | None = None,
+        level_ef: Sequence[int] | None = None, timeout: float | None = None, features: dict[str, Any] | None = None,
+        categories: Sequence[int] | None = None,
     ) -> SearchResult:
         """Query vectors ``queries`` [n, dim]; or, for a server with a neural scorer, the
-        query tower's named ``features`` (batch-first arrays)."""
-        request = index_pb2.SearchRequest(k=k, ef=ef or 0, level_ef=list(level_ef or []))
+        query tower's named ``features`` (batch-first arrays).
+
+        categories: category ids; then the best items of each category, each its own
+        quota: ``k``, or ``k=[k1, ...]`` one per category, and ``ids`` / ``scores`` are
+        [n, n_categories, max k] (-1 / -inf padded), as ``Index.search`` returns them."""
+        request = index_pb2.SearchRequest(ef=ef or 0, level_ef=list(level_ef or []))
+        if categories is not None:
+            request.categories.extend(_int_list(categories, "search: categories"))
+            if not request.categories:  # on the wire, no categories is a plain search
+                raise ValueError("search: categories is empty; name at least one category (or pass None to search "
+                                 "all items)")
+        if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            request.k = int(k)
+        elif categories is None:
+            raise ValueError(f"search: k must be an integer, got {k!r}; a list of quotas (one per category) needs "
+                             "categories")
+        else:
+            request.category_k.extend(_int_list(k, "search: k (one quota per category)", floor=1))
         if features is not None:
             for name, tensor in tensors.encode_all(features).items():
                 request.features[name].CopyFrom(tensor)
@@ -113,14 +144,18 @@ class IndexClient:
                 raise ValueError(f"search: queries must be [n, dim], got shape {q.shape}")
             request.queries, request.dim = np.ascontiguousarray(q).tobytes(), q.shape[1]
         r = self._call(self._stub.Search, request, timeout)
-        shape = (r.num_queries, r.k)
+        shape = (r.num_queries, r.num_categories, r.k) if r.num_categories else (r.num_queries, r.k)
         return SearchResult(
             ids=np.frombuffer(r.ids, "<i8").reshape(shape).astype(np.int64),
             scores=np.frombuffer(r.scores, "<f4").reshape(shape).astype(np.float32),
             hops=np.asarray(r.hops, np.int64), evaluations=np.asarray(r.evaluations, np.int64),
         )
 
-    def upsert(self, ids: Any, vectors: Any, versions: Any | None = None, timeout: float | None = None) -> UpsertResult:
+    def upsert(self, ids: Any, vectors: Any, versions: Any | None = None, timeout: float | None = None,
+               categories: Sequence[Any] | None = None) -> UpsertResult:
+        """categories: one list of category ids per item (None or [] for none), as
+        ``Index.upsert`` takes them; an applied upsert replaces the item's categories
+        (without ``categories``, the upserted items are in none)."""
         x = np.asarray(vectors, dtype="<f4")
         if x.ndim == 1:
             x = x.reshape(1, -1)
@@ -129,6 +164,13 @@ class IndexClient:
             dim=x.shape[1] if x.ndim == 2 else 0,
             versions=[] if versions is None else np.asarray(versions, np.int64).ravel().tolist(),
         )
+        if categories is not None:
+            lists = categories.lists() if hasattr(categories, "lists") else categories  # rtindex's ItemCategories
+            if isinstance(lists, (str, bytes)) or not hasattr(lists, "__len__"):
+                raise ValueError(f"upsert: categories must be one list of category ids per item, got {categories!r}")
+            for i, entry in enumerate(lists):
+                request.categories.add().ids.extend(
+                    [] if entry is None else _int_list(entry, f"upsert: categories[{i}]"))
         r = self._call(self._stub.Upsert, request, timeout)
         return UpsertResult(inserted=r.inserted, refreshed=r.refreshed, skipped_stale=r.skipped_stale)
 
@@ -156,6 +198,20 @@ class IndexClient:
         out: dict[str, Any] = {k: (int(v) if float(v).is_integer() else v) for k, v in r.counters.items()}
         out.update(items=r.items, dim=r.dim, metric=r.metric, memory_bytes=r.memory_bytes)
         return out
+
+    def set_category_parents(self, children: Any, parents: Any, timeout: float | None = None) -> int:
+        """Make ``parents[i]`` the parent of category ``children[i]`` (-1: make it a
+        root); all or nothing. Returns the number of items whose memberships moved."""
+        request = index_pb2.SetCategoryParentsRequest(
+            children=_int_list(children, "set_category_parents: children"),
+            parents=_int_list(parents, "set_category_parents: parents"),
+        )
+        return int(self._call(self._stub.SetCategoryParents, request, timeout).items_moved)
+
+    def category_parents(self, timeout: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(children, parents) int64: every edge of the server's taxonomy."""
+        r = self._call(self._stub.CategoryParents, index_pb2.CategoryParentsRequest(), timeout)
+        return np.asarray(r.children, np.int64), np.asarray(r.parents, np.int64)
 
     def snapshot(self, progress: Callable[[int, int], None] | None = None,
                  timeout: float | None = 3600.0) -> dict[str, Any]:

@@ -1,14 +1,16 @@
-"""Command line: ``rtindex serve | demo | produce | stats | snapshot | restore``.
-``rtindex <command> --help`` explains every option."""
+"""Command line: ``rtindex serve | demo | produce | stats | search | categories |
+snapshot | restore``. ``rtindex <command> --help`` explains every option."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import json
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from rtindex.service import logs, settings
 from rtindex.service.demo import DemoOptions, run_demo
@@ -63,6 +65,141 @@ def _stats(args: argparse.Namespace) -> int:
         width = max(len(k) for k in stats)
         for key in sorted(stats):
             print(f"{key:<{width}}  {stats[key]}")
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    """``"1,2,3"`` -> [1, 2, 3] (argparse reports the ValueError as a bad value)."""
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+_int_list.__name__ = "comma-separated integer list"  # argparse names the type in its error
+
+
+def _search(args: argparse.Namespace) -> int:
+    from rtindex.api.client import IndexClient, IndexClientError
+
+    try:
+        if args.dataset:
+            from rtindex import datasets
+
+            queries = datasets.load(args.dataset).queries
+        else:
+            from rtindex.consumers.sources import load_vectors
+
+            queries = load_vectors(args.queries)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"rtindex search: cannot read the queries: {exc}", file=sys.stderr)
+        return 2
+    if len(args.k) != 1 and not args.categories:
+        print("rtindex search: --k with several numbers gives one quota per category; it needs --categories",
+              file=sys.stderr)
+        return 2
+    queries = queries[args.first:args.first + args.limit]
+    if len(queries) == 0:
+        print(f"rtindex search: no queries left after --first {args.first} --limit {args.limit}", file=sys.stderr)
+        return 2
+    k: Any = args.k[0] if len(args.k) == 1 else args.k
+    try:
+        with IndexClient(args.target, timeout=args.timeout) as client:
+            res = client.search(queries, k=k, ef=args.ef or None, categories=args.categories)
+    except (IndexClientError, ValueError) as exc:
+        print(f"rtindex search: {args.target}: {exc}", file=sys.stderr)
+        return 1
+    ids, scores = res.ids, res.scores
+    groups = args.categories or [None]
+    if ids.ndim == 2:  # a plain search: one group of results per query
+        ids, scores = ids[:, None, :], scores[:, None, :]
+    for q in range(len(ids)):
+        for g, category in enumerate(groups):
+            found = ids[q, g] >= 0  # padding (-1 / -inf) is not printed
+            hits = [(int(i), float(sc)) for i, sc in zip(ids[q, g][found], scores[q, g][found], strict=True)]
+            number = args.first + q
+            if args.json:
+                row: dict[str, Any] = {"query": number}
+                if category is not None:
+                    row["category"] = category
+                row.update(ids=[i for i, _ in hits], scores=[sc for _, sc in hits])
+                print(json.dumps(row))
+            else:
+                label = f"query {number}" + ("" if category is None else f" category {category}")
+                print(f"{label}: " + (" ".join(f"{i}:{sc:.6g}" for i, sc in hits) or "(no items)"))
+    return 0
+
+
+def _parse_edge(text: str, where: str) -> tuple[int, int]:
+    child, sep, parent = text.partition(":")
+    try:
+        if not sep:
+            raise ValueError
+        return int(child), int(parent)
+    except ValueError:
+        raise ValueError(f"{where}: expected CHILD:PARENT category ids (PARENT -1 makes CHILD a root), got "
+                         f"{text!r}") from None
+
+
+def _read_edges(path: str) -> list[tuple[int, int]]:
+    """child,parent rows of a CSV file; blank lines, lines starting with # and a
+    ``child,parent`` header are skipped."""
+    edges = []
+    with open(path, newline="") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            cells = [cell.strip() for cell in row]
+            if not any(cells) or cells[0].startswith("#") or [c.lower() for c in cells] == ["child", "parent"]:
+                continue
+            if len(cells) != 2:
+                raise ValueError(f"{path}:{line}: expected two columns child,parent (parent -1 makes the child a "
+                                 f"root), got {row!r}")
+            edges.append(_parse_edge(":".join(cells), f"{path}:{line}"))
+    return edges
+
+
+def _categories_set(args: argparse.Namespace) -> int:
+    from rtindex.api.client import IndexClient, IndexClientError
+
+    try:
+        edges = [_parse_edge(text, "rtindex categories set") for text in args.edges]
+        if args.file:
+            edges += _read_edges(args.file)
+    except (OSError, ValueError) as exc:
+        print(f"rtindex categories set: {exc}", file=sys.stderr)
+        return 2
+    if not edges and not args.replace:
+        print("rtindex categories set: no edges; give CHILD:PARENT arguments or --file CSV", file=sys.stderr)
+        return 2
+    children = [c for c, _ in edges]
+    parents = [p for _, p in edges]
+    try:
+        with IndexClient(args.target, timeout=args.timeout) as client:
+            if args.replace:  # every other category that has a parent now becomes a root, in the same call
+                named = set(children)
+                old = [int(c) for c in client.category_parents()[0] if int(c) not in named]
+                children, parents = children + old, parents + [-1] * len(old)
+            moved = client.set_category_parents(children, parents)
+    except (IndexClientError, ValueError) as exc:
+        print(f"rtindex categories set: {args.target}: {exc}", file=sys.stderr)
+        return 1
+    print(f"set the parent of {len(children):,} categories on {args.target}; {moved:,} items moved")
+    return 0
+
+
+def _categories_list(args: argparse.Namespace) -> int:
+    from rtindex.api.client import IndexClient, IndexClientError
+
+    try:
+        with IndexClient(args.target, timeout=args.timeout) as client:
+            children, parents = client.category_parents()
+    except IndexClientError as exc:
+        print(f"rtindex categories list: {args.target}: {exc}", file=sys.stderr)
+        return 1
+    order = children.argsort(kind="stable")
+    edges = [(int(children[i]), int(parents[i])) for i in order]
+    if args.json:
+        print(json.dumps([{"child": c, "parent": p} for c, p in edges]))
+    else:  # the CSV `rtindex categories set --file` reads
+        print("child,parent")
+        for c, p in edges:
+            print(f"{c},{p}")
     return 0
 
 
@@ -227,6 +364,55 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--timeout", type=float, default=5.0, help="seconds to wait; default %(default)s")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats.set_defaults(func=_stats)
+
+    search = sub.add_parser(
+        "search", help="search a running server with query vectors from a file or a dataset (optionally by category)",
+        description="Send query vectors to a running server and print the best items of each query: "
+        "'query N: id:score ...' lines, best first (--json: one JSON object per line). With --categories, the "
+        "best items of each category, each its own quota (--k 10, or --k 5,10,3 one per category).",
+    )
+    search.add_argument("--target", default="127.0.0.1:50051", help="server address host:port; default %(default)s")
+    queries = search.add_mutually_exclusive_group(required=True)
+    queries.add_argument("--queries", help="a .npy or .fvecs file of query vectors [n, dim]")
+    queries.add_argument("--dataset", choices=["sift5k", "glove25", "mnist10k"], help="a shared dataset's queries")
+    search.add_argument("--first", type=int, default=0, help="first query row to send; default %(default)s")
+    search.add_argument("--limit", type=int, default=10, help="how many query rows to send; default %(default)s")
+    search.add_argument("--k", type=_int_list, default=[10],
+                        help="results per query, or with --categories per category: one number, or one per "
+                        "category (5,10,3); default 10")
+    search.add_argument("--ef", type=int, default=0, help="beam width (0 = the server's default)")
+    search.add_argument("--categories", type=_int_list, default=None,
+                        help="comma-separated category ids: search each of them (an item in a category is also "
+                        "in its ancestors)")
+    search.add_argument("--timeout", type=float, default=30.0, help="seconds to wait; default %(default)s")
+    search.add_argument("--json", action="store_true", help="one JSON object per query (and category) per line")
+    search.set_defaults(func=_search)
+
+    categories = sub.add_parser(
+        "categories", help="set or list the category taxonomy of a running server",
+        description="The taxonomy is a forest of category ids: an item in a category is also a member of all "
+        "its ancestors. A category never given a parent is a root.",
+    )
+    cat_sub = categories.add_subparsers(dest="categories_command", required=True)
+    cat_set = cat_sub.add_parser(
+        "set", help="set the parent of categories (all or nothing)",
+        description="Set the parent of each CHILD to PARENT (-1 makes it a root), from arguments and/or a CSV "
+        "file of child,parent rows (what `rtindex categories list` prints). The server applies the whole change "
+        "or none of it: a cycle, a category given two parents, a negative id or too deep a taxonomy is refused. "
+        "The members of a moved category follow at once.",
+    )
+    cat_set.add_argument("edges", nargs="*", metavar="CHILD:PARENT", help="e.g. 12:3 (12 under 3), 7:-1 (7 a root)")
+    cat_set.add_argument("--file", help="CSV of child,parent rows (a child,parent header and # comments are skipped)")
+    cat_set.add_argument("--replace", action="store_true",
+                         help="make these edges the whole taxonomy: every other category with a parent becomes a root")
+    cat_list = cat_sub.add_parser("list", help="print every edge of the taxonomy (child,parent CSV)",
+                                  description="Print the taxonomy's edges as child,parent CSV rows (roots are not "
+                                  "listed), the format `rtindex categories set --file` reads; --json for JSON.")
+    cat_list.add_argument("--json", action="store_true", help="a JSON list of {child, parent} objects")
+    for command, func in ((cat_set, _categories_set), (cat_list, _categories_list)):
+        command.add_argument("--target", default="127.0.0.1:50051", help="server address host:port; default %(default)s")
+        command.add_argument("--timeout", type=float, default=60.0, help="seconds to wait; default %(default)s")
+        command.set_defaults(func=func)
 
     snapshot = sub.add_parser("snapshot", help="have a running server write a snapshot to its data directory now",
                               description="Ask a running server (started with --data-dir) to write a RocksDB "

@@ -1,11 +1,14 @@
-"""The gRPC server: ``IndexService`` (search, writes, get, stats), the standard health
-service (NOT_SERVING until ready) and server reflection (grpcurl works).
+"""The gRPC server: ``IndexService`` (search, writes, get, stats, the category taxonomy),
+the standard health service (NOT_SERVING until ready) and server reflection (grpcurl
+works).
 
 The servicer only translates: protobuf <-> numpy at the edge, the index's own input
-rules (``Index.prepare_*``, ``search``, ``get``: their ValueError, which says what to do,
-becomes INVALID_ARGUMENT), limits (documented in ServerConfig), deadlines, and status
-codes. Searches run on the RPC thread; writes go through the single
-``Writer`` and the RPC returns once they are searchable.
+rules (``Index.prepare_*``, ``search``, ``get``, ``set_category_parents``: their
+ValueError, which says what to do, becomes INVALID_ARGUMENT), limits (documented in
+ServerConfig), deadlines, and status codes. Searches run on the RPC thread; writes go
+through the single ``Writer`` and the RPC returns once they are searchable. Taxonomy
+changes are rare and all-or-nothing: ``SetCategoryParents`` calls the index directly,
+which applies it under its write lock between the writer's batches.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 
 from rtindex.api import tensors
 from rtindex.api.v1 import index_pb2, index_pb2_grpc
+from rtindex.core.categories import ItemCategories
 from rtindex.core.deadlines import SearchDeadlineExceeded
 from rtindex.core.index import Index
 from rtindex.core.writer import Overloaded, Writer
@@ -129,6 +133,48 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         """None when the request has none: an unversioned write."""
         return np.asarray(values, np.int64) if len(values) else None
 
+    def _item_categories(self, lists: Any, n: int) -> ItemCategories | None:
+        """One CategoryList per item -> the index's ItemCategories; None when the request
+        has none (no item has categories)."""
+        if not len(lists):
+            return None
+        return self.index.prepare_categories([list(entry.ids) for entry in lists], n)
+
+    def _search_quotas(self, request: index_pb2.SearchRequest, n_queries: int) -> tuple[Any, int]:
+        """(k for Index.search: an int, or one quota per category; the response's k =
+        the largest quota), checked against the server's limits. The rules on the
+        categories themselves (count, ids) are the index's."""
+        cfg = self.config
+        quotas = list(request.category_k)
+        if not quotas:
+            k = request.k
+            if not 1 <= k <= cfg.max_k:
+                raise ValueError(f"search: k must be in 1..{cfg.max_k}, got {k}")
+            largest = k
+        else:
+            if not request.categories:
+                raise ValueError("search: category_k (quotas) was sent without categories; name the categories, "
+                                 "one quota per category, or leave category_k empty and set k")
+            if len(quotas) != len(request.categories):
+                raise ValueError(f"search: {len(quotas)} entries in category_k for {len(request.categories)} "
+                                 "categories; give one quota per category, or none (then k is each one's quota)")
+            if not 1 <= min(quotas) <= max(quotas) <= cfg.max_k:
+                raise ValueError(f"search: every category_k entry must be in 1..{cfg.max_k}, got "
+                                 f"{min(quotas)}..{max(quotas)}")
+            largest = max(quotas)
+            if request.k not in (0, largest):
+                raise ValueError(f"search: k={request.k} but the largest category_k is {largest}; with category_k "
+                                 "leave k = 0 (or set it to the largest quota)")
+            k = quotas
+        if request.categories:
+            cells = n_queries * len(request.categories) * largest
+            if cells > cfg.max_queries * cfg.max_k:
+                raise ValueError(
+                    f"search: {n_queries} queries x {len(request.categories)} categories x k={largest} is {cells:,} "
+                    f"results; one response holds at most {cfg.max_queries * cfg.max_k:,} (max_queries x max_k): "
+                    "split the queries or the categories over several requests")
+        return k, largest
+
     # ------------------------------------------------------------------ RPCs
     @_rpc
     def Search(self, request: index_pb2.SearchRequest, context: grpc.ServicerContext) -> index_pb2.SearchResponse:
@@ -137,9 +183,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         n = _largest_batch(queries)  # a bound for the limit; the index checks the batch itself
         if n > cfg.max_queries:
             raise ValueError(f"search: {n} queries in one request; the limit is {cfg.max_queries}, split it")
-        k = request.k
-        if not 1 <= k <= cfg.max_k:
-            raise ValueError(f"search: k must be in 1..{cfg.max_k}, got {k}")
+        k, largest = self._search_quotas(request, n)
         ef = request.ef or None
         if ef is not None and ef > cfg.max_ef:
             raise ValueError(f"search: ef must be at most {cfg.max_ef}, got {ef}")
@@ -148,10 +192,13 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             raise ValueError(f"search: level_ef entries must be at most {cfg.max_k}, got {max(level_ef)}")
         remaining = _seconds_left(context)
         deadline = None if remaining is None else time.monotonic() + remaining
-        res = self.index.search(queries, k=k, ef=ef, level_ef=level_ef, scorer=self.scorer, deadline=deadline)
+        categories = list(request.categories) or None
+        res = self.index.search(queries, k=k, ef=ef, level_ef=level_ef, scorer=self.scorer, deadline=deadline,
+                                categories=categories)
         return index_pb2.SearchResponse(
-            num_queries=len(res.ids), k=k, ids=res.ids.astype("<i8").tobytes(),
+            num_queries=len(res.ids), k=largest, ids=res.ids.astype("<i8").tobytes(),
             scores=res.scores.astype("<f4").tobytes(), hops=res.hops.tolist(), evaluations=res.evaluations.tolist(),
+            num_categories=0 if categories is None else len(categories),
         )
 
     def _queries(self, request: index_pb2.SearchRequest) -> Any:
@@ -184,7 +231,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         ids, rows, versions = self.index.prepare_upsert(
             self._ids(request.ids, "upsert"), self._matrix(request.embeddings, request.dim, "upsert"),
             self._versions(request.versions))
-        result = self._wait(self.writer.upsert(ids, rows, versions), context, "upsert")
+        categories = self._item_categories(request.categories, len(ids))
+        result = self._wait(self.writer.upsert(ids, rows, versions, categories=categories), context, "upsert")
         return index_pb2.UpsertResponse(
             inserted=result.inserted, refreshed=result.refreshed, skipped_stale=result.skipped_stale
         )
@@ -204,6 +252,20 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             dim=self.index.config.dim, found=res.found.tolist(), embeddings=res.vectors.astype("<f4").tobytes(),
             versions=res.versions.tolist(),
         )
+
+    @_rpc
+    def SetCategoryParents(self, request: index_pb2.SetCategoryParentsRequest,
+                           context: grpc.ServicerContext) -> index_pb2.SetCategoryParentsResponse:
+        moved = self.index.set_category_parents(np.asarray(request.children, np.int64),
+                                                np.asarray(request.parents, np.int64))
+        log.info("taxonomy changed", extra={"edges": len(request.children), "items_moved": moved})
+        return index_pb2.SetCategoryParentsResponse(items_moved=moved)
+
+    @_rpc
+    def CategoryParents(self, request: index_pb2.CategoryParentsRequest,
+                        context: grpc.ServicerContext) -> index_pb2.CategoryParentsResponse:
+        children, parents = self.index.category_parents()
+        return index_pb2.CategoryParentsResponse(children=children.tolist(), parents=parents.tolist())
 
     def Snapshot(self, request: index_pb2.SnapshotRequest,
                  context: grpc.ServicerContext) -> Iterator[index_pb2.SnapshotProgress]:

@@ -42,6 +42,10 @@ class ServerConfig:
     ef_search: int = _opt(64, "default search beam width (max with k)")
     threads: int = _opt(0, "index worker threads for batch search/insert (0 = all cores)")
     traversal_precision: str = _opt("float16", "float16 (faster search, +50%% vector memory) or float32")
+    category_M: int = _opt(12, "degree of the category subgraphs (level 0 holds 2x)")
+    category_ef_construction: int = _opt(100, "beam width while inserting into category subgraphs")
+    category_exact_limit: int = _opt(64, "categories with at most this many live items (or at most ef) are "
+                                         "searched exhaustively (exact)")
     device: str = _opt("auto", "search backend: auto (the GPU when CuPy finds one, else the CPU), cpu, or cuda "
                        "(fails without a GPU); needs the gpu extra for cuda")
     scorer: str = _opt("", "neural scorer savedmodel:PATH (a TensorFlow SavedModel, contract in rtindex/core/neural.py): "
@@ -132,7 +136,8 @@ class ServerConfig:
         return IndexConfig(
             dim=self.dim, metric=self.metric, M=self.M, ef_construction=self.ef_construction,
             ef_search=self.ef_search, threads=self.threads, traversal_precision=self.traversal_precision,
-            device=self.device,
+            device=self.device, category_M=self.category_M, category_ef_construction=self.category_ef_construction,
+            category_exact_limit=self.category_exact_limit,
         )
 
 

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SearchRequest(_message.Message):
-    __slots__ = ("queries", "dim", "k", "ef", "level_ef", "features")
+    __slots__ = ("queries", "dim", "k", "ef", "level_ef", "features", "categories", "category_k")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -21,13 +21,17 @@ class SearchRequest(_message.Message):
     EF_FIELD_NUMBER: _ClassVar[int]
     LEVEL_EF_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_K_FIELD_NUMBER: _ClassVar[int]
     queries: bytes
     dim: int
     k: int
     ef: int
     level_ef: _containers.RepeatedScalarFieldContainer[int]
     features: _containers.MessageMap[str, Tensor]
-    def __init__(self, queries: _Optional[bytes] = ..., dim: _Optional[int] = ..., k: _Optional[int] = ..., ef: _Optional[int] = ..., level_ef: _Optional[_Iterable[int]] = ..., features: _Optional[_Mapping[str, Tensor]] = ...) -> None: ...
+    categories: _containers.RepeatedScalarFieldContainer[int]
+    category_k: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, queries: _Optional[bytes] = ..., dim: _Optional[int] = ..., k: _Optional[int] = ..., ef: _Optional[int] = ..., level_ef: _Optional[_Iterable[int]] = ..., features: _Optional[_Mapping[str, Tensor]] = ..., categories: _Optional[_Iterable[int]] = ..., category_k: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -40,32 +44,42 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("num_queries", "k", "ids", "scores", "hops", "evaluations")
+    __slots__ = ("num_queries", "k", "ids", "scores", "hops", "evaluations", "num_categories")
     NUM_QUERIES_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     IDS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     HOPS_FIELD_NUMBER: _ClassVar[int]
     EVALUATIONS_FIELD_NUMBER: _ClassVar[int]
+    NUM_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     num_queries: int
     k: int
     ids: bytes
     scores: bytes
     hops: _containers.RepeatedScalarFieldContainer[int]
     evaluations: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, num_queries: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[bytes] = ..., scores: _Optional[bytes] = ..., hops: _Optional[_Iterable[int]] = ..., evaluations: _Optional[_Iterable[int]] = ...) -> None: ...
+    num_categories: int
+    def __init__(self, num_queries: _Optional[int] = ..., k: _Optional[int] = ..., ids: _Optional[bytes] = ..., scores: _Optional[bytes] = ..., hops: _Optional[_Iterable[int]] = ..., evaluations: _Optional[_Iterable[int]] = ..., num_categories: _Optional[int] = ...) -> None: ...
 
 class UpsertRequest(_message.Message):
-    __slots__ = ("ids", "embeddings", "dim", "versions")
+    __slots__ = ("ids", "embeddings", "dim", "versions", "categories")
     IDS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     DIM_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     ids: _containers.RepeatedScalarFieldContainer[int]
     embeddings: bytes
     dim: int
     versions: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, ids: _Optional[_Iterable[int]] = ..., embeddings: _Optional[bytes] = ..., dim: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ...) -> None: ...
+    categories: _containers.RepeatedCompositeFieldContainer[CategoryList]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ..., embeddings: _Optional[bytes] = ..., dim: _Optional[int] = ..., versions: _Optional[_Iterable[int]] = ..., categories: _Optional[_Iterable[_Union[CategoryList, _Mapping]]] = ...) -> None: ...
+
+class CategoryList(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class UpsertResponse(_message.Message):
     __slots__ = ("inserted", "refreshed", "skipped_stale")
@@ -178,3 +192,29 @@ class SnapshotInfo(_message.Message):
     write_seconds: float
     kafka_offsets: _containers.ScalarMap[int, int]
     def __init__(self, seq: _Optional[int] = ..., path: _Optional[str] = ..., items: _Optional[int] = ..., size_bytes: _Optional[int] = ..., pause_ms: _Optional[float] = ..., write_seconds: _Optional[float] = ..., kafka_offsets: _Optional[_Mapping[int, int]] = ...) -> None: ...
+
+class SetCategoryParentsRequest(_message.Message):
+    __slots__ = ("children", "parents")
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_FIELD_NUMBER: _ClassVar[int]
+    children: _containers.RepeatedScalarFieldContainer[int]
+    parents: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, children: _Optional[_Iterable[int]] = ..., parents: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SetCategoryParentsResponse(_message.Message):
+    __slots__ = ("items_moved",)
+    ITEMS_MOVED_FIELD_NUMBER: _ClassVar[int]
+    items_moved: int
+    def __init__(self, items_moved: _Optional[int] = ...) -> None: ...
+
+class CategoryParentsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CategoryParentsResponse(_message.Message):
+    __slots__ = ("children", "parents")
+    CHILDREN_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_FIELD_NUMBER: _ClassVar[int]
+    children: _containers.RepeatedScalarFieldContainer[int]
+    parents: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, children: _Optional[_Iterable[int]] = ..., parents: _Optional[_Iterable[int]] = ...) -> None: ...

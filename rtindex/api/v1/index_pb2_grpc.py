@@ -64,6 +64,16 @@ class IndexServiceStub:
                 request_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.SnapshotRequest.SerializeToString,
                 response_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.SnapshotProgress.FromString,
                 _registered_method=True)
+        self.SetCategoryParents = channel.unary_unary(
+                '/rtindex.v1.IndexService/SetCategoryParents',
+                request_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.SetCategoryParentsRequest.SerializeToString,
+                response_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.SetCategoryParentsResponse.FromString,
+                _registered_method=True)
+        self.CategoryParents = channel.unary_unary(
+                '/rtindex.v1.IndexService/CategoryParents',
+                request_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.CategoryParentsRequest.SerializeToString,
+                response_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.CategoryParentsResponse.FromString,
+                _registered_method=True)
 
 
 class IndexServiceServicer:
@@ -114,6 +124,24 @@ class IndexServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetCategoryParents(self, request, context):
+        """Set (or replace) the parent of categories in the taxonomy; the members of a moved
+        category follow at once. All or nothing: a cycle, a category given two parents, a
+        negative id or more than 32 levels is INVALID_ARGUMENT and changes nothing. It waits
+        for the write in progress; like a queued write, one whose deadline passes may still
+        be applied (retrying it is harmless).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CategoryParents(self, request, context):
+        """Every edge of the taxonomy (child -> parent); categories not listed are roots.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IndexServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +174,16 @@ def add_IndexServiceServicer_to_server(servicer, server):
                     servicer.Snapshot,
                     request_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.SnapshotRequest.FromString,
                     response_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.SnapshotProgress.SerializeToString,
+            ),
+            'SetCategoryParents': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCategoryParents,
+                    request_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.SetCategoryParentsRequest.FromString,
+                    response_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.SetCategoryParentsResponse.SerializeToString,
+            ),
+            'CategoryParents': grpc.unary_unary_rpc_method_handler(
+                    servicer.CategoryParents,
+                    request_deserializer=rtindex_dot_api_dot_v1_dot_index__pb2.CategoryParentsRequest.FromString,
+                    response_serializer=rtindex_dot_api_dot_v1_dot_index__pb2.CategoryParentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -310,6 +348,60 @@ class IndexService:
             '/rtindex.v1.IndexService/Snapshot',
             rtindex_dot_api_dot_v1_dot_index__pb2.SnapshotRequest.SerializeToString,
             rtindex_dot_api_dot_v1_dot_index__pb2.SnapshotProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCategoryParents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtindex.v1.IndexService/SetCategoryParents',
+            rtindex_dot_api_dot_v1_dot_index__pb2.SetCategoryParentsRequest.SerializeToString,
+            rtindex_dot_api_dot_v1_dot_index__pb2.SetCategoryParentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CategoryParents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rtindex.v1.IndexService/CategoryParents',
+            rtindex_dot_api_dot_v1_dot_index__pb2.CategoryParentsRequest.SerializeToString,
+            rtindex_dot_api_dot_v1_dot_index__pb2.CategoryParentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
