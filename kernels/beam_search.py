@@ -134,8 +134,8 @@ def beam_search_layer(tables, query, mode, level, ef, live_only, entry_nodes, en
             # costs more than the 128-float dot product itself
             vrow = nb if direct_rows else node_vec[nb]
             score = np.float32(0.0)
-            if reuse and row_seen[vrow] == generation:  # scored in another subgraph
-                score = row_score[vrow]
+            if reuse and row_seen[2 * vrow] == generation:  # scored in another subgraph
+                score = row_score[2 * vrow + 1]
             elif half:
                 if metric == METRIC_L2:
                     for i in range(dim):
@@ -151,11 +151,11 @@ def beam_search_layer(tables, query, mode, level, ef, live_only, entry_nodes, en
             else:
                 for i in range(dim):
                     score += query[i] * vectors[vrow, i]
-            if not reuse or row_seen[vrow] != generation:
+            if not reuse or row_seen[2 * vrow] != generation:
                 scored += 1
                 if reuse:
-                    row_seen[vrow] = generation
-                    row_score[vrow] = score
+                    row_seen[2 * vrow] = generation
+                    row_score[2 * vrow + 1] = score
             if n_res < ef or score > res_key[0]:
                 if n_cand == cand_capacity:
                     n_cand = _compact_candidates(cand_key, cand_val, n_cand, res_key[0])

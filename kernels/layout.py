@@ -92,9 +92,11 @@ class Scratch(NamedTuple):
     block    int32[B]           unvisited neighbor ids collected before scoring
     pool_node int32[P], pool_score float32[P]  candidate pool for neighbor selection
     selected int32[B]           output of neighbor selection
-    row_seen uint32[R], row_score float32[R]  scores already computed for the current
-                                query, by vector row (a category search reuses the score
-                                of an item met in another subgraph); R = 0 when unused
+    row_seen uint32[2R], row_score float32[2R]  one buffer, two views: for vector row r,
+                                row_seen[2r] is the query generation that scored it and
+                                row_score[2r + 1] the score (one cache line per lookup): a
+                                category search reuses the score of an item met in another
+                                subgraph; R = 0 when unused
     row_gen  uint32[1]          current query's generation in row_seen
     """
 

@@ -323,7 +323,11 @@ class Index:
         self._ensure_category_graphs()
         ccfg = cat.config
         levels = draw_levels(self._rng, m, ccfg.level_multiplier, ccfg.max_level)
-        cnodes = store.node_slots.allocate(m)
+        # slots in subgraph order: a category's nodes of one batch lie side by side (its
+        # search reads their rows of links together)
+        by_graph = np.lexsort((pos, member_graphs))
+        cnodes = np.empty(m, np.int32)
+        cnodes[by_graph] = store.node_slots.allocate(m)
         upper_rows = store.upper_slots.allocate(int(levels.sum()))
         store.ensure_capacity(store.node_slots.high_water, store.upper_slots.high_water, 0)
         store.init_nodes(cnodes, vector_rows[pos], owners[pos], member_graphs, levels, upper_rows, member_direct)

@@ -20,6 +20,7 @@ from rtindex.kernels.layout import Scratch
 
 def _new_scratch(node_capacity: int, beam: int, pool: int, block: int, rows: int) -> Scratch:
     cand = 2 * beam + 2 * block + 16
+    memo = np.zeros(2 * rows, np.uint32)  # [2 r]: generation, [2 r + 1]: float32 bits of the score
     return Scratch(
         visited=np.zeros(node_capacity, np.uint16),
         stamp=np.zeros(1, np.uint16),
@@ -31,8 +32,8 @@ def _new_scratch(node_capacity: int, beam: int, pool: int, block: int, rows: int
         pool_node=np.empty(pool, np.int32),
         pool_score=np.empty(pool, np.float32),
         selected=np.empty(pool, np.int32),
-        row_seen=np.zeros(rows, np.uint32),
-        row_score=np.empty(rows, np.float32),
+        row_seen=memo,
+        row_score=memo.view(np.float32),  # the same memory: a row's stamp and score share a cache line
         row_gen=np.zeros(1, np.uint32),
     )
 
@@ -65,7 +66,7 @@ class ScratchPool:
                 # every condition is checked: a search still reading older, smaller
                 # tables returns smaller sets, and a kernel must never get one
                 if (s.visited.shape[0] >= node_capacity and s.res_key.shape[0] >= beam
-                        and s.pool_node.shape[0] >= pool and s.row_seen.shape[0] >= rows):
+                        and s.pool_node.shape[0] >= pool and s.row_seen.shape[0] >= 2 * rows):
                     return self._idle.pop(i)
         return _new_scratch(node_capacity, beam, pool, self._block, rows)
 
