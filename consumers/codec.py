@@ -1,25 +1,36 @@
-"""CatalogChange messages: encode (producer side), decode and validate (consumer side),
-and reduce a batch to what the index applies.
+"""CatalogChange and CategoryEdge messages: encode (producer side), decode and validate
+(consumer side), and reduce a batch of changes to what the index applies.
 
-A batch of messages is decoded in one compiled pass (``decode_batch``, the parser in
-kernels/catalog_wire.py); the few messages that parser does not accept are decoded one
-by one by the protobuf library (``decode``), whose verdict and reason stand. Everything
-after is vectorised: rows are checked with the index's own rules, then each id keeps
-its change of the highest version (per-item order is guaranteed within a partition, and
-versions are monotonic per item, so that is the change that wins).
+A batch of messages is decoded in one compiled pass (``decode_batch`` and
+``decode_edges``, the parsers in kernels/catalog_wire.py); the few messages a parser does
+not accept are decoded one by one by the protobuf library (``decode``, ``decode_edge``),
+whose verdict and reason stand. Everything after is vectorised: rows are checked with the
+index's own rules, then each id keeps its change of the highest version (per-item order
+is guaranteed within a partition, and versions are monotonic per item, so that is the
+change that wins), with the categories that change carries.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto
 
-from rtindex.api.v1.catalog_pb2 import CatalogChange
-from rtindex.kernels.catalog_wire import ACCEPTED, FIELD_TYPES, WireLayout, parse_changes
+from rtindex.api.v1.catalog_pb2 import CatalogChange, CategoryEdge
+from rtindex.core.categories import MAX_ITEM_CATEGORIES, ItemCategories
+from rtindex.kernels.catalog_wire import (
+    ACCEPTED,
+    EDGE_FIELD_TYPES,
+    FIELD_TYPES,
+    EdgeLayout,
+    WireLayout,
+    parse_changes,
+    parse_edges,
+)
 
 UPSERT = CatalogChange.UPSERT
 DELETE = CatalogChange.DELETE
@@ -29,8 +40,19 @@ def wire_layout(message: Descriptor) -> WireLayout:
     """Field numbers and op values of a CatalogChange descriptor, for the compiled parser
     (kernels/catalog_wire.py). Raises ValueError when a field is missing or its type
     (hence its wire type) is not the one that parser reads."""
+    ops = message.enum_types_by_name["Op"].values_by_name
+    return WireLayout(**_field_numbers(message, FIELD_TYPES), upsert=ops["UPSERT"].number,
+                      delete=ops["DELETE"].number)
+
+
+def edge_layout(message: Descriptor) -> EdgeLayout:
+    """Field numbers of a CategoryEdge descriptor (as ``wire_layout``)."""
+    return EdgeLayout(**_field_numbers(message, EDGE_FIELD_TYPES))
+
+
+def _field_numbers(message: Descriptor, field_types: dict[str, str]) -> dict[str, int]:
     numbers = {}
-    for name, parsed_as in FIELD_TYPES.items():
+    for name, parsed_as in field_types.items():
         field = message.fields_by_name.get(name)
         declared = _declared_type(field) if field is not None else "missing"
         if declared != parsed_as:
@@ -38,8 +60,7 @@ def wire_layout(message: Descriptor) -> WireLayout:
                              f"decoder (kernels/catalog_wire.py) reads it as {parsed_as}; update the decoder with "
                              "the .proto")
         numbers[name] = field.number  # type: ignore[union-attr]
-    ops = message.enum_types_by_name["Op"].values_by_name
-    return WireLayout(**numbers, upsert=ops["UPSERT"].number, delete=ops["DELETE"].number)
+    return numbers
 
 
 def _declared_type(field: FieldDescriptor) -> str:
@@ -50,6 +71,7 @@ def _declared_type(field: FieldDescriptor) -> str:
 
 # read once at import: the numbers the producer's generated code writes
 WIRE_LAYOUT = wire_layout(CatalogChange.DESCRIPTOR)
+EDGE_LAYOUT = edge_layout(CategoryEdge.DESCRIPTOR)
 
 
 class Poison(Exception):
@@ -57,17 +79,19 @@ class Poison(Exception):
 
 
 def encode(op: int, item_id: int, version: int, embedding: np.ndarray | None = None,
-           categories: tuple[int, ...] = (), produced_at: float | None = None) -> tuple[bytes, bytes]:
-    """(key, value) of one change, stamped with ``produced_at`` (default: now)."""
+           categories: Iterable[int] | None = (), produced_at: float | None = None) -> tuple[bytes, bytes]:
+    """(key, value) of one change, stamped with ``produced_at`` (default: now).
+    categories: an UPSERT's category ids (None or empty: none)."""
     key, body = encode_body(op, item_id, version, embedding, categories)
     return key, stamp(body, produced_at)
 
 
 def encode_body(op: int, item_id: int, version: int, embedding: np.ndarray | None = None,
-                categories: tuple[int, ...] = ()) -> tuple[bytes, bytes]:
+                categories: Iterable[int] | None = ()) -> tuple[bytes, bytes]:
     """(key, value) of one change without its producer time: encode ahead, ``stamp``
     when sent (a producer paced to a rate then stamps the time it really sends)."""
-    change = CatalogChange(op=op, id=int(item_id), version=int(version), categories=list(categories))
+    change = CatalogChange(op=op, id=int(item_id), version=int(version),
+                           categories=[int(c) for c in categories or ()])
     if embedding is not None:
         change.embedding = np.ascontiguousarray(embedding, "<f4").tobytes()
     return str(int(item_id)).encode(), change.SerializeToString()
@@ -79,6 +103,14 @@ def stamp(body: bytes, produced_at: float | None = None) -> bytes:
     the time field is appended instead of re-encoding the message."""
     micros = int((time.time() if produced_at is None else produced_at) * 1e6)
     return body + CatalogChange(producer_time_us=micros).SerializeToString()
+
+
+def encode_edge(child: int, parent: int, produced_at: float | None = None) -> tuple[bytes, bytes]:
+    """(key, value) of one taxonomy edge: ``parent`` becomes the parent of ``child``
+    (-1: ``child`` becomes a root), stamped with ``produced_at`` (default: now)."""
+    micros = int((time.time() if produced_at is None else produced_at) * 1e6)
+    edge = CategoryEdge(child=int(child), parent=int(parent), producer_time_us=micros)
+    return str(int(child)).encode(), edge.SerializeToString()
 
 
 def decode(key: bytes | None, value: bytes | None, dim: int) -> CatalogChange:
@@ -102,9 +134,41 @@ def decode(key: bytes | None, value: bytes | None, dim: int) -> CatalogChange:
     if change.op == UPSERT:
         if len(change.embedding) != 4 * dim:
             raise Poison(f"embedding has {len(change.embedding)} bytes; the index needs {dim} float32 ({4 * dim} bytes)")
+        _check_categories(change.categories)
     elif change.embedding:
         raise Poison("a DELETE carries no embedding")
     return change
+
+
+def _check_categories(categories: Iterable[int]) -> None:
+    values = np.unique(np.fromiter(categories, np.int64))
+    if len(values) and values[0] < 0:
+        raise Poison(f"category id {values[0]} is negative; category ids are >= 0")
+    if len(values) > MAX_ITEM_CATEGORIES:
+        raise Poison(f"the item is put in {len(values)} categories; the limit is {MAX_ITEM_CATEGORIES} (give its "
+                     "most specific categories: ancestors are implied)")
+
+
+def decode_edge(key: bytes | None, value: bytes | None) -> CategoryEdge:
+    """Parse and check one taxonomy edge; raises Poison with the reason. (Whether the
+    taxonomy accepts it, e.g. no cycle, is the index's call when it is applied.)"""
+    if value is None:
+        raise Poison("empty message value (a tombstone record?); send a serialized CategoryEdge")
+    try:
+        edge = CategoryEdge.FromString(value)
+    except Exception as exc:  # protobuf raises DecodeError, but be robust to anything
+        raise Poison(f"value is not a CategoryEdge protobuf: {exc}") from None
+    if not edge.HasField("child"):
+        raise Poison("missing child")
+    if edge.child < 0:
+        raise Poison(f"child category id {edge.child} is negative; category ids are >= 0")
+    if not edge.HasField("parent"):
+        raise Poison("missing parent (a category id >= 0, or -1 to make the child a root)")
+    if edge.parent < -1:
+        raise Poison(f"parent {edge.parent} is negative; category ids are >= 0 (-1 makes the child a root)")
+    if key is not None and key != str(edge.child).encode():
+        raise Poison(f"message key {key[:40]!r} does not match child {edge.child} (key = child id as decimal text)")
+    return edge
 
 
 @dataclass
@@ -117,6 +181,7 @@ class Decoded:
     versions: np.ndarray
     produced_at: np.ndarray  # seconds since the epoch
     rows: np.ndarray  # float32 (n, dim); an UPSERT's embedding (rows of DELETEs are not meaningful)
+    categories: ItemCategories  # an UPSERT's distinct category ids, ascending (a DELETE has none)
 
 
 def decode_batch(keys: list[bytes | None], values: list[bytes | None], dim: int) -> tuple[Decoded, list[tuple[int, str]]]:
@@ -131,9 +196,16 @@ def decode_batch(keys: list[bytes | None], values: list[bytes | None], dim: int)
     time_us = np.zeros(n, np.int64)
     rows = np.empty((n, dim), "<f4")  # written for accepted UPSERTs, the only rows used (no memset)
     status = np.empty(n, np.uint8)
-    parse_changes(value_bytes, value_starts, value_lengths, key_bytes, key_starts, key_lengths, dim, WIRE_LAYOUT,
-                  rows.view(np.uint8), op, ids, versions, time_us, status)
+    # room for every category of the batch: an id takes a byte of its message at least,
+    # and an accepted message has at most MAX_ITEM_CATEGORIES
+    cat_values = np.empty(min(len(value_bytes), n * MAX_ITEM_CATEGORIES), np.int64)
+    cat_starts = np.zeros(n, np.int64)
+    cat_counts = np.zeros(n, np.int64)
+    used = parse_changes(value_bytes, value_starts, value_lengths, key_bytes, key_starts, key_lengths, dim,
+                         WIRE_LAYOUT, rows.view(np.uint8), op, ids, versions, time_us, status, MAX_ITEM_CATEGORIES,
+                         cat_values, cat_starts, cat_counts)
     poison = []
+    rescued = False
     for m in np.flatnonzero(status != ACCEPTED):  # few: the protobuf library decides
         try:
             change = decode(keys[m], values[m], dim)
@@ -143,11 +215,63 @@ def decode_batch(keys: list[bytes | None], values: list[bytes | None], dim: int)
         op[m], ids[m], versions[m], time_us[m] = change.op, change.id, change.version, change.producer_time_us
         if change.op == UPSERT:
             rows[m] = np.frombuffer(change.embedding, "<f4")
+            given = np.unique(np.fromiter(change.categories, np.int64))
+            cat_values[used : used + len(given)] = given  # fits (see cat_values)
+            cat_starts[m], cat_counts[m] = used, len(given)
+            used += len(given)
+        status[m] = ACCEPTED
+        rescued = True
+    ok = np.flatnonzero(status == ACCEPTED)
+    if rescued:  # rows out of message order: gather them
+        categories = _gathered(cat_values, cat_starts[ok], cat_counts[ok])
+    else:  # the parser wrote the accepted messages' rows one after another
+        offsets = np.zeros(len(ok) + 1, np.int64)
+        np.cumsum(cat_counts[ok], out=offsets[1:])
+        categories = ItemCategories(offsets, cat_values[:used].copy())
+    decoded = Decoded(message=ok, op=op[ok], ids=ids[ok], versions=versions[ok], produced_at=time_us[ok] / 1e6,
+                      rows=rows[ok], categories=categories)
+    return decoded, poison
+
+
+def _gathered(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> ItemCategories:
+    """Compressed rows of the runs ``values[starts[i]:starts[i] + counts[i]]``."""
+    offsets = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], counts)
+    return ItemCategories(offsets, values[np.repeat(starts, counts) + within])
+
+
+@dataclass
+class DecodedEdges:
+    """The valid taxonomy edges of a batch of messages, in message order."""
+
+    message: np.ndarray  # position of each edge's message in the batch
+    children: np.ndarray  # int64 category ids >= 0
+    parents: np.ndarray  # int64 category ids, -1: make the child a root
+    produced_at: np.ndarray  # seconds since the epoch
+
+
+def decode_edges(keys: list[bytes | None], values: list[bytes | None]) -> tuple[DecodedEdges, list[tuple[int, str]]]:
+    """Decode and check a batch of CategoryEdge messages (keys[i], values[i]); returns the
+    valid edges and, per invalid message, (its position, the reason)."""
+    n = len(values)
+    value_bytes, value_starts, value_lengths = _concatenated(values)
+    key_bytes, key_starts, key_lengths = _concatenated(keys)
+    children, parents, time_us = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    status = np.empty(n, np.uint8)
+    parse_edges(value_bytes, value_starts, value_lengths, key_bytes, key_starts, key_lengths, EDGE_LAYOUT, children,
+                parents, time_us, status)
+    poison = []
+    for m in np.flatnonzero(status != ACCEPTED):  # few: the protobuf library decides
+        try:
+            edge = decode_edge(keys[m], values[m])
+        except Poison as exc:
+            poison.append((int(m), str(exc)))
+            continue
+        children[m], parents[m], time_us[m] = edge.child, edge.parent, edge.producer_time_us
         status[m] = ACCEPTED
     ok = np.flatnonzero(status == ACCEPTED)
-    decoded = Decoded(message=ok, op=op[ok], ids=ids[ok], versions=versions[ok], produced_at=time_us[ok] / 1e6,
-                      rows=rows[ok])
-    return decoded, poison
+    return DecodedEdges(message=ok, children=children[ok], parents=parents[ok], produced_at=time_us[ok] / 1e6), poison
 
 
 def _concatenated(chunks: list[bytes | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -170,6 +294,7 @@ class Batch:
     upsert_rows: np.ndarray
     upsert_versions: np.ndarray
     upsert_messages: np.ndarray  # each upsert's message: its position in the polled batch
+    upsert_categories: ItemCategories  # each upsert's categories (they replace the item's previous ones)
     delete_ids: np.ndarray
     delete_versions: np.ndarray
     produced_at: np.ndarray  # seconds since the epoch, per kept change
@@ -188,6 +313,6 @@ def reduce_batch(changes: Decoded) -> Batch:
     de = keep[changes.op[keep] == DELETE]
     return Batch(
         upsert_ids=ids[up], upsert_rows=changes.rows[up], upsert_versions=versions[up],
-        upsert_messages=changes.message[up], delete_ids=ids[de], delete_versions=versions[de],
+        upsert_messages=changes.message[up], upsert_categories=changes.categories.take(up), delete_ids=ids[de], delete_versions=versions[de],
         produced_at=changes.produced_at[keep], superseded=n - len(keep),
     )

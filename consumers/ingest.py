@@ -5,6 +5,13 @@ committed change, and replaying uncommitted ones is harmless (versions).
 - Invalid messages go to ``<topic>.dlq`` (same key and value, the reason in the
   ``rtindex-reason`` header) and the loop carries on; the DLQ is flushed before the
   offsets that skipped them are committed.
+- An UPSERT carries the item's categories, which replace its previous ones.
+- Taxonomy: every partition of ``<topic>.taxonomy`` is read too (``consumers/taxonomy``),
+  its edges applied before the item changes fetched in the same round, so an item's
+  categories arrive with their ancestors when both were produced before it. Its offsets
+  are part of ``applied_offsets()`` (hence of snapshots); a refused edge (a cycle, too
+  deep) is a dead letter like an invalid change. Readiness also waits until the edges
+  that were in the topic at start are applied.
 - Latency: a batch is whatever has been fetched when the loop comes round (no waiting
   for a batch to fill); while one is applied the next accumulates, so batches grow
   with the rate. Commits are asynchronous and at most every ``commit_ms``.
@@ -30,7 +37,8 @@ from typing import Any
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from rtindex.consumers.codec import Decoded, decode_batch, reduce_batch
+from rtindex.consumers.codec import Decoded, decode_batch, decode_edges, reduce_batch
+from rtindex.consumers.taxonomy import TaxonomyFeed, apply_in_order
 from rtindex.core import validation
 from rtindex.core.index import Index
 from rtindex.core.writer import Overloaded, Writer
@@ -48,12 +56,17 @@ class KafkaSettings:
     commit_ms: int = 100  # offsets are committed at most this often (and whenever the stream goes idle)
     ready_lag: int = 1_000  # health turns SERVING once the total lag is below this
     dlq_topic: str = ""  # default "<topic>.dlq"
+    taxonomy_topic: str = ""  # CategoryEdge messages, read in full by every replica; default "<topic>.taxonomy"
     partitions: list[int] = field(default_factory=list)  # a shard's partitions (server mode); empty = all
     client_config: dict[str, Any] = field(default_factory=dict)  # extra librdkafka settings
 
     @property
     def dead_letter_topic(self) -> str:
         return self.dlq_topic or f"{self.topic}.dlq"
+
+    @property
+    def category_topic(self) -> str:
+        return self.taxonomy_topic or f"{self.topic}.taxonomy"
 
 
 @dataclass
@@ -74,14 +87,21 @@ class IngestStats:
 
 class KafkaIngestor:
     def __init__(self, index: Index, writer: Writer, settings: KafkaSettings,
-                 on_ready: Callable[[], None] | None = None, start_offsets: dict[int, int] | None = None) -> None:
+                 on_ready: Callable[[], None] | None = None, start_offsets: dict[int, int] | None = None,
+                 taxonomy_offsets: dict[int, int] | None = None) -> None:
         """start_offsets: where the index's state stands (partition -> next offset to
         apply; partitions not named start at the beginning). Given, the consumer assigns
         itself the topic's partitions (``settings.partitions``, default all) and resumes
         from the state, ignoring the group's committed offsets: what a server that starts
         empty or from a snapshot must do. None: join the group (subscribe, rebalances)
         and resume from its committed offsets (a consumer restarted over an index that
-        kept its state, or several consumers sharing the partitions)."""
+        kept its state, or several consumers sharing the partitions).
+
+        taxonomy_offsets: likewise for the taxonomy topic (``applied_offsets()["taxonomy"]
+        ["offsets"]`` of the state), in both modes: its position belongs to the index, so
+        it is never taken from the group. None: from the beginning, right for an empty
+        index; over an index that kept its taxonomy, replaying edges it applied can
+        differ from the first time only where an edge was refused."""
         self.index = index
         self.writer = writer
         self.settings = settings
@@ -97,6 +117,8 @@ class KafkaIngestor:
         # partition -> next offset whose change is not yet applied (every change before
         # it is searchable): what a snapshot taken now reflects
         self._applied: dict[int, int] = dict(start_offsets or {})
+        self._taxonomy_offsets = taxonomy_offsets
+        self._taxonomy: TaxonomyFeed | None = None  # made on the ingestion thread
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -158,13 +180,19 @@ class KafkaIngestor:
         consumer = self._consumer()
         dlq = Producer({"bootstrap.servers": s.bootstrap, "linger.ms": 5, **{
             k: v for k, v in s.client_config.items() if k.startswith(("security.", "sasl.", "ssl."))}})
+        self._taxonomy = TaxonomyFeed(s.bootstrap, s.category_topic, s.group, self._taxonomy_offsets,
+                                      s.client_config)
         try:
             partitions = self._wait_for_topic(consumer)
             if self._from_state and partitions:
                 self._assign_from_state(consumer, partitions)
+            self._catch_up_taxonomy(dlq)
             last_commit, uncommitted = time.monotonic(), False
             while not self._stop.is_set():
                 messages = self._next_batch(consumer)
+                # edges that came meanwhile go first: an item's categories then meet the
+                # ancestors that were produced before it (else it is rebuilt when they come)
+                self._apply_taxonomy(self._taxonomy.fetch(s.batch), dlq)
                 if messages:
                     self._apply(messages, dlq)
                     uncommitted = True
@@ -184,6 +212,7 @@ class KafkaIngestor:
             with contextlib.suppress(KafkaException):  # nothing consumed since the last commit
                 consumer.commit(asynchronous=False)
             consumer.close()
+            self._taxonomy.close()
             dlq.flush(10)
 
     def _next_batch(self, consumer: Consumer) -> list[Any]:
@@ -230,10 +259,56 @@ class KafkaIngestor:
         self._applied = applied  # replaced whole: readers never see a half-updated dict
 
     def applied_offsets(self) -> dict[str, Any]:
-        """The topic and, per partition, the next offset not yet applied. Read it while
+        """The topic and, per partition, the next offset not yet applied; under
+        "taxonomy", the same for the taxonomy topic (start a later ingestor over this
+        state with ``start_offsets`` and ``taxonomy_offsets`` from here). Read it while
         writes are excluded (``Index.export_state(capture_with=...)``) and it matches the
-        state exactly: offsets are recorded only after their batch is searchable."""
-        return {"topic": self.settings.topic, "offsets": dict(self._applied)}
+        state: offsets are recorded only once their batch is searchable (a snapshot taken
+        in between replays the batch: versions make that harmless for items; for edges,
+        see ``taxonomy_offsets``)."""
+        taxonomy = self._taxonomy.applied() if self._taxonomy is not None else dict(self._taxonomy_offsets or {})
+        return {"topic": self.settings.topic, "offsets": dict(self._applied),
+                "taxonomy": {"topic": self.settings.category_topic, "offsets": taxonomy}}
+
+    # ------------------------------------------------------------------ taxonomy
+    def _catch_up_taxonomy(self, dlq: Producer, patience_s: float = 60.0) -> None:
+        """Before the first item changes: the edges already in the taxonomy topic (items
+        then get their ancestors' nodes when inserted, instead of being rebuilt when the
+        edges come). Gives up waiting after ``patience_s`` (the loop goes on with them)."""
+        assert self._taxonomy is not None
+        deadline = time.monotonic() + patience_s
+        while not self._stop.is_set() and not self._taxonomy.caught_up() and time.monotonic() < deadline:
+            self._apply_taxonomy(self._taxonomy.fetch(self.settings.batch, timeout=0.1), dlq)
+        if not self._taxonomy.caught_up() and not self._stop.is_set():
+            log.warning("kafka taxonomy not caught up at start; item changes go on meanwhile",
+                        extra={"topic": self._taxonomy.topic, "lag": self._taxonomy.stats.lag})
+
+    def _apply_taxonomy(self, messages: list[Any], dlq: Producer) -> None:
+        """Decode the edges, apply them in order (``apply_in_order``), dead-letter the
+        invalid and refused ones, then record the offsets."""
+        if not messages:
+            return
+        assert self._taxonomy is not None
+        fetched = [msg for msg in messages if msg.error() is None]
+        for msg in messages:
+            err = msg.error()
+            if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                log.warning("kafka taxonomy message error", extra={"error": str(err)})
+        keys = [msg.key() for msg in fetched]
+        values = [msg.value() for msg in fetched]
+        edges, poison = decode_edges(keys, values)
+        refused, rebuilt = apply_in_order(self.index, edges.children, edges.parents)
+        rejected = poison + [(int(edges.message[i]), reason) for i, reason in refused.items()]
+        for m, reason in rejected:
+            msg = fetched[m]
+            self._dead_letter(dlq, msg.key(), msg.value(), reason, _source(msg), partition=msg.partition(),
+                              offset=msg.offset())
+        if rejected:
+            dlq.flush(30)  # in the DLQ before its offset is recorded
+        stats = self._taxonomy.stats
+        stats.edges += len(edges.children) - len(refused)
+        stats.rebuilt += rebuilt
+        self._taxonomy.record_applied(fetched)
 
     # ------------------------------------------------------------------ one batch
     def _apply(self, messages: list[Any], dlq: Producer) -> None:
@@ -276,6 +351,7 @@ class KafkaIngestor:
                 self._dead_letter(dlq, msg.key(), msg.value(), reason, _source(msg), id=int(batch.upsert_ids[i]))
             batch.upsert_ids, batch.upsert_rows = batch.upsert_ids[keep], batch.upsert_rows[keep]
             batch.upsert_versions = batch.upsert_versions[keep]
+            batch.upsert_categories = batch.upsert_categories.take(np.flatnonzero(keep))
         pending = []
         if len(batch.upsert_ids):
             ids, versions = batch.upsert_ids, batch.upsert_versions
@@ -283,7 +359,8 @@ class KafkaIngestor:
             # a freshness deadline once serving (the writer narrows the insert beam when
             # behind it); catching up at start-up, nobody reads yet: full quality
             since = float(batch.produced_at.min()) if self.ready.is_set() else None
-            pending.append(self._submit(lambda: self.writer.upsert(ids, rows, versions, since)))
+            given = batch.upsert_categories if len(batch.upsert_categories.values) else None  # None: none for any
+            pending.append(self._submit(lambda: self.writer.upsert(ids, rows, versions, since, categories=given)))
         if len(batch.delete_ids):
             pending.append(self._submit(lambda: self.writer.delete(batch.delete_ids, batch.delete_versions)))
         for future in pending:
@@ -352,6 +429,8 @@ class KafkaIngestor:
     def _check_ready(self) -> None:
         if self.ready.is_set() or not self._assigned.is_set() or not self._partitions <= set(self.stats.lag):
             return  # not every assigned partition has a known lag yet
+        if self._taxonomy is not None and not self._taxonomy.caught_up():
+            return
         if sum(self.stats.lag.values()) <= self.settings.ready_lag:
             self.ready.set()
             log.info("caught up", extra={"lag": sum(self.stats.lag.values())})
@@ -374,6 +453,11 @@ class KafkaIngestor:
             "kafka_apply_latency_p99_ms": float(np.percentile(lat, 99)),
         }
         out.update({f"kafka_lag_partition_{p}": v for p, v in sorted(s.lag.items())})
+        taxonomy = self._taxonomy
+        if taxonomy is not None:
+            out.update(kafka_taxonomy_edges=taxonomy.stats.edges, kafka_taxonomy_items_rebuilt=taxonomy.stats.rebuilt,
+                       kafka_taxonomy_lag_total=sum(taxonomy.stats.lag.values()),
+                       kafka_taxonomy_assigned=float(taxonomy.assigned))
         return out
 
 

@@ -1,26 +1,33 @@
-"""Producing catalog changes: ``CatalogProducer`` (one message per change, key = id)
-and ``ensure_topic``. Used by ``rtindex produce``, the tests and the benchmarks."""
+"""Producing catalog changes: ``CatalogProducer`` (one message per change, key = id; one
+per taxonomy edge, key = child) and ``ensure_topic``. Used by ``rtindex produce``, the
+tests and the benchmarks."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from rtindex.consumers.codec import DELETE, UPSERT, encode_body, stamp
+from rtindex.consumers.codec import DELETE, UPSERT, encode_body, encode_edge, stamp
 
 
-def ensure_topic(bootstrap: str, topic: str, partitions: int = 4, timeout: float = 30.0) -> None:
-    """Create ``topic`` and ``<topic>.dlq`` unless they exist (explicitly: the broker
-    does not auto-create topics)."""
+def ensure_topic(bootstrap: str, topic: str, partitions: int = 4, timeout: float = 30.0,
+                 taxonomy_topic: str = "") -> None:
+    """Create ``topic``, ``<topic>.dlq`` and the taxonomy topic (``taxonomy_topic``,
+    default ``<topic>.taxonomy``) unless they exist (explicitly: the broker does not
+    auto-create topics). The taxonomy topic has one partition (every replica reads all
+    of it, and one partition keeps its edges in the order they were produced) and keeps
+    its messages for good: a new replica builds the taxonomy from all of them."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     wanted = [NewTopic(topic, num_partitions=partitions, replication_factor=1),
-              NewTopic(f"{topic}.dlq", num_partitions=1, replication_factor=1)]
+              NewTopic(f"{topic}.dlq", num_partitions=1, replication_factor=1),
+              NewTopic(taxonomy_topic or f"{topic}.taxonomy", num_partitions=1, replication_factor=1,
+                       config={"retention.ms": "-1", "retention.bytes": "-1"})]
     for name, future in admin.create_topics(wanted, operation_timeout=timeout).items():
         try:
             future.result(timeout)
@@ -30,8 +37,9 @@ def ensure_topic(bootstrap: str, topic: str, partitions: int = 4, timeout: float
 
 
 class CatalogProducer:
-    """Sends CatalogChange messages. ``rate`` (changes per second, 0 = as fast as
-    possible) paces sending; ``flush()`` waits for every delivery.
+    """Sends CatalogChange messages to ``topic`` and CategoryEdge messages to
+    ``taxonomy_topic`` (default ``<topic>.taxonomy``). ``rate`` (changes per second, 0 =
+    as fast as possible) paces sending changes; ``flush()`` waits for every delivery.
 
     The producer is connected before the first send: a cold one holds its first
     messages for ~0.5 s (when the idempotent producer asks for its id before the broker
@@ -40,9 +48,10 @@ class CatalogProducer:
     ``linger.ms`` is 5: at 10k changes/s a 2 ms linger cost the broker ~10% of a core
     more (a produce request per 2 ms), for 3 ms of latency."""
 
-    def __init__(self, bootstrap: str, topic: str, rate: float = 0.0, connect_timeout: float = 10.0,
-                 **config: object) -> None:
+    def __init__(self, bootstrap: str, topic: str, rate: float = 0.0, connect_timeout: float = 10.0, *,
+                 taxonomy_topic: str = "", **config: object) -> None:
         self.topic = topic
+        self.taxonomy_topic = taxonomy_topic or f"{topic}.taxonomy"
         self.rate = rate
         self.sent = 0
         self.failed = 0
@@ -92,19 +101,33 @@ class CatalogProducer:
         self._produce(key, stamp(body, now))
         return now
 
-    def _produce(self, key: bytes, value: bytes) -> None:
+    def _produce(self, key: bytes, value: bytes, topic: str = "") -> None:
         while True:
             try:
-                self._producer.produce(self.topic, key=key, value=value, on_delivery=self._on_delivery)
+                self._producer.produce(topic or self.topic, key=key, value=value, on_delivery=self._on_delivery)
                 break
             except BufferError:  # local queue full: let deliveries drain
                 self._producer.poll(0.05)
         self._producer.poll(0)
         self.sent += 1
 
-    def upsert(self, ids: Iterable[int], rows: np.ndarray, versions: Iterable[int]) -> None:
-        for item_id, row, version in zip(ids, rows, versions, strict=True):
-            self.send_stamped(*encode_body(UPSERT, item_id, version, row))
+    def upsert(self, ids: Iterable[int], rows: np.ndarray, versions: Iterable[int], *,
+               categories: Sequence[Iterable[int] | None] | None = None) -> None:
+        """categories: one list of category ids per item (None or [] for none); each
+        applied upsert replaces the item's categories."""
+        if categories is not None and len(categories) != len(rows):
+            raise ValueError(f"upsert: {len(rows)} rows but {len(categories)} category lists; give one list per "
+                             "item (None or [] for none)")
+        given = categories if categories is not None else [None] * len(rows)
+        for item_id, row, version, item_categories in zip(ids, rows, versions, given, strict=True):
+            self.send_stamped(*encode_body(UPSERT, item_id, version, row, item_categories))
+
+    def set_category_parents(self, children: Iterable[int], parents: Iterable[int]) -> None:
+        """Send taxonomy edges: ``parents[i]`` becomes the parent of ``children[i]`` (-1:
+        a root). Replicas apply them in this order, each as if alone (one that would make
+        a cycle is refused, to the dead-letter topic). Not paced."""
+        for child, parent in zip(children, parents, strict=True):
+            self._produce(*encode_edge(child, parent), topic=self.taxonomy_topic)
 
     def delete(self, ids: Iterable[int], versions: Iterable[int]) -> None:
         for item_id, version in zip(ids, versions, strict=True):

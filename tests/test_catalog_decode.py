@@ -1,5 +1,6 @@
-"""The consumer's batch decoder (compiled wire parser + protobuf fallback) against the
-protobuf library, message by message: same changes, same poison verdicts and reasons."""
+"""The consumer's batch decoders (compiled wire parsers + protobuf fallback) against the
+protobuf library, message by message: same changes (categories included) and taxonomy
+edges, same poison verdicts and reasons."""
 
 from __future__ import annotations
 
@@ -7,9 +8,21 @@ import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from rtindex.api.v1.catalog_pb2 import CatalogChange
+from rtindex.api.v1.catalog_pb2 import CatalogChange, CategoryEdge
 from rtindex.consumers import codec
-from rtindex.consumers.codec import DELETE, UPSERT, Poison, decode, decode_batch, encode, reduce_batch
+from rtindex.consumers.codec import (
+    DELETE,
+    UPSERT,
+    Poison,
+    decode,
+    decode_batch,
+    decode_edge,
+    decode_edges,
+    encode,
+    encode_edge,
+    reduce_batch,
+)
+from rtindex.core.categories import MAX_ITEM_CATEGORIES
 from rtindex.kernels.catalog_wire import ACCEPTED, FIELD_TYPES, FLAGGED, parse_changes
 
 DIM = 8
@@ -34,6 +47,10 @@ def _field(number: int, wire_type: int, payload: bytes) -> bytes:
 
 def _bytes_field(number: int, data: bytes) -> bytes:
     return _field(number, 2, _varint(len(data)) + data)
+
+
+def _packed(number: int, values: list[int]) -> bytes:
+    return _bytes_field(number, b"".join(_varint(v) for v in values))
 
 
 def _row(rng: np.random.Generator) -> np.ndarray:
@@ -61,6 +78,13 @@ def _valid_messages(rng: np.random.Generator) -> list[tuple[bytes | None, bytes]
         (b"7", encode(DELETE, 7, 3)[1] + unknown_fields),
         (b"8", encode(UPSERT, 8, 1, row)[1] + _bytes_field(4, emb) + unknown_fields),
         (b"9", encode(DELETE, 9, 1)[1] + _bytes_field(4, b"")),  # an empty embedding field
+        # categories: repeats dropped, packed and unpacked runs merge (protobuf appends them)
+        encode(UPSERT, 10, 1, row, categories=[5, 3, 5, 0, 3, 2**62]),
+        (b"11", encode(UPSERT, 11, 1, row, categories=[7, 1])[1] + _field(5, 0, _varint(4)) + _packed(5, [1, 9])),
+        (b"12", encode(UPSERT, 12, 1, row)[1] + _packed(5, [])),  # an empty packed run
+        encode(UPSERT, 13, 1, row, categories=list(range(MAX_ITEM_CATEGORIES)) * 3),  # the limit, with repeats
+        encode(UPSERT, 14, 1, row, categories=list(range(MAX_ITEM_CATEGORIES, 0, -1))),  # descending
+        (b"15", codec.stamp(encode(UPSERT, 15, 1, row, categories=[8])[1], 3.0)),  # stamped after categories
     ]
 
 
@@ -70,7 +94,8 @@ def _reference(key: bytes | None, value: bytes | None) -> tuple[str, object]:
     except Poison as exc:
         return "poison", str(exc)
     row = np.frombuffer(change.embedding, "<f4") if change.op == UPSERT else None
-    return "ok", (change.op, change.id, change.version, change.producer_time_us / 1e6, row)
+    categories = sorted(set(change.categories)) if change.op == UPSERT else []
+    return "ok", (change.op, change.id, change.version, change.producer_time_us / 1e6, row, categories)
 
 
 def _assert_same_as_protobuf(messages: list[tuple[bytes | None, bytes | None]]) -> None:
@@ -80,6 +105,8 @@ def _assert_same_as_protobuf(messages: list[tuple[bytes | None, bytes | None]]) 
     reasons = dict(poison)
     assert len(decoded.ids) + len(poison) == len(messages)
     at = {int(m): i for i, m in enumerate(decoded.message)}
+    assert len(decoded.categories) == len(decoded.ids)
+    categories = decoded.categories.lists()
     for m, (key, value) in enumerate(messages):
         verdict, expected = _reference(key, value)
         if verdict == "poison":
@@ -87,9 +114,10 @@ def _assert_same_as_protobuf(messages: list[tuple[bytes | None, bytes | None]]) 
             continue
         assert m in at, (m, key, value, reasons.get(m))
         i = at[m]
-        op, item_id, version, produced_at, row = expected  # type: ignore[misc]
+        op, item_id, version, produced_at, row, item_categories = expected  # type: ignore[misc]
         assert (decoded.op[i], decoded.ids[i], decoded.versions[i]) == (op, item_id, version), (m, value)
         assert decoded.produced_at[i] == produced_at
+        assert categories[i] == item_categories, (m, value)
         if row is not None:
             assert decoded.rows[i].tobytes() == row.tobytes(), m
 
@@ -125,10 +153,15 @@ def test_each_kind_of_invalid_message_gets_the_protobuf_verdict_and_reason() -> 
         (key, body + _field(2, 2, _varint(1) + b"x")),  # a known field with the wrong wire type
         (key, body + _field(11, 3, b"")),  # a group
         (key, body + _varint(1 << 35)),  # a tag beyond 32 bits
+        (key, encode(UPSERT, 12, 1, row, categories=[4, -2])[1]),  # a negative category, packed
+        (key, body + _field(5, 0, _varint(-1))),  # a negative category, unpacked
+        (key, encode(UPSERT, 12, 1, row, categories=range(MAX_ITEM_CATEGORIES + 1))[1]),  # too many
+        (key, body + _bytes_field(5, b"\x80")),  # a packed run that ends inside a varint
+        (key, body + _field(5, 5, b"\x01\x00\x00\x00")),  # categories with a 32-bit wire type
     ]
     _assert_same_as_protobuf(messages)
     _, poison = decode_batch([k for k, _ in messages], [v for _, v in messages], DIM)
-    assert len(poison) >= 12  # the fixtures really are poison, not all rescued by the fallback
+    assert len(poison) >= 17  # the fixtures really are poison, not all rescued by the fallback
 
 
 def test_randomly_damaged_messages_get_the_same_verdict_as_protobuf() -> None:
@@ -173,6 +206,156 @@ def test_reduce_keeps_the_highest_version_of_each_id_in_stream_order() -> None:
     assert batch.delete_ids.tolist() == [2] and batch.delete_versions.tolist() == [2]
 
 
+def test_reduce_keeps_the_categories_of_the_change_that_wins() -> None:
+    row = np.ones(DIM, np.float32)
+    messages = [
+        encode(UPSERT, 1, 1, row, categories=[1, 2]),
+        encode(UPSERT, 2, 1, row, categories=[7]),
+        encode(UPSERT, 1, 2, row, categories=[3]),  # replaces [1, 2]
+        encode(UPSERT, 3, 1, row, categories=[9, 8]),
+        encode(DELETE, 3, 2),
+        encode(UPSERT, 4, 1, row),  # none
+    ]
+    decoded, poison = decode_batch([k for k, _ in messages], [v for _, v in messages], DIM)
+    batch = reduce_batch(decoded)
+    assert not poison
+    assert batch.upsert_ids.tolist() == [2, 1, 4]
+    assert batch.upsert_categories.lists() == [[7], [3], []]
+
+
+def test_categories_of_messages_the_fallback_accepts_stay_with_their_message() -> None:
+    """A DELETE with a negative category is flagged by the parser and accepted by
+    protobuf (a DELETE's categories are ignored); the rows around it keep theirs."""
+    row = np.ones(DIM, np.float32)
+    rescued = (b"2", encode(DELETE, 2, 1)[1] + _packed(5, [-5 & (1 << 64) - 1]))
+    padded = (b"3", encode(UPSERT, 3, 1, row, categories=[6])[1] + _field(5, 1, b"\x00" * 8))
+    messages = [encode(UPSERT, 1, 1, row, categories=[5, 4]), rescued, encode(UPSERT, 4, 1, row, categories=[1])]
+    decoded, poison = decode_batch([k for k, _ in messages], [v for _, v in messages], DIM)
+    assert not poison and decoded.ids.tolist() == [1, 2, 4]
+    assert decoded.categories.lists() == [[4, 5], [], [1]]
+    _assert_same_as_protobuf([*messages, padded])
+
+
+def test_bad_categories_are_refused_with_a_reason_that_says_what_to_do() -> None:
+    row = np.ones(DIM, np.float32)
+    messages = [encode(UPSERT, 1, 1, row, categories=[3, -7]),
+                encode(UPSERT, 2, 1, row, categories=range(100)),
+                encode(UPSERT, 3, 1, row, categories=[1, 1, 1])]
+    decoded, poison = decode_batch([k for k, _ in messages], [v for _, v in messages], DIM)
+    reasons = dict(poison)
+    assert decoded.ids.tolist() == [3] and decoded.categories.lists() == [[1]]
+    assert "category id -7 is negative" in reasons[0]
+    assert f"100 categories; the limit is {MAX_ITEM_CATEGORIES}" in reasons[1] and "ancestors are implied" in reasons[1]
+
+
+def test_the_parser_writes_categories_only_for_accepted_messages_one_after_another() -> None:
+    row = np.ones(DIM, np.float32)
+    values = [encode(UPSERT, 1, 1, row, categories=[9, 2, 9])[1],
+              encode(UPSERT, 2, 1, row, categories=[1, -1])[1],  # flagged: leaves no trace
+              encode(DELETE, 3, 1, categories=[4])[1],  # a DELETE's categories are ignored
+              encode(UPSERT, 4, 1, row)[1] + _field(5, 0, _varint(6)) + _packed(5, [5, 6])]
+    n = len(values)
+    value_bytes, value_starts, value_lengths = codec._concatenated(values)  # type: ignore[arg-type]
+    key_bytes, key_starts, key_lengths = codec._concatenated([None] * n)
+    rows = np.zeros((n, DIM), "<f4")
+    op, ids, versions, time_us = (np.zeros(n, np.int64) for _ in range(4))
+    status = np.empty(n, np.uint8)
+    cat_values = np.full(len(value_bytes), -99, np.int64)
+    cat_starts, cat_counts = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    used = parse_changes(value_bytes, value_starts, value_lengths, key_bytes, key_starts, key_lengths, DIM,
+                         codec.WIRE_LAYOUT, rows.view(np.uint8), op, ids, versions, time_us, status,
+                         MAX_ITEM_CATEGORIES, cat_values, cat_starts, cat_counts)
+    assert status.tolist() == [ACCEPTED, FLAGGED, ACCEPTED, ACCEPTED]
+    assert used == 4 and cat_values[:used].tolist() == [2, 9, 5, 6]
+    assert cat_starts.tolist() == [0, -1, 2, 2] and cat_counts.tolist() == [2, -1, 0, 2]
+
+
+# ------------------------------------------------------------------ taxonomy edges
+def _reference_edge(key: bytes | None, value: bytes | None) -> tuple[str, object]:
+    try:
+        edge = decode_edge(key, value)
+    except Poison as exc:
+        return "poison", str(exc)
+    return "ok", (edge.child, edge.parent, edge.producer_time_us / 1e6)
+
+
+def _assert_edges_same_as_protobuf(messages: list[tuple[bytes | None, bytes | None]]) -> None:
+    edges, poison = decode_edges([k for k, _ in messages], [v for _, v in messages])
+    reasons = dict(poison)
+    assert len(edges.children) + len(poison) == len(messages)
+    at = {int(m): i for i, m in enumerate(edges.message)}
+    for m, (key, value) in enumerate(messages):
+        verdict, expected = _reference_edge(key, value)
+        if verdict == "poison":
+            assert reasons.get(m) == expected, (m, key, value)
+            continue
+        i = at[m]
+        assert (edges.children[i], edges.parents[i], edges.produced_at[i]) == expected, (m, value)
+
+
+def _valid_edges() -> list[tuple[bytes | None, bytes]]:
+    return [
+        encode_edge(1, 2, produced_at=5.0),
+        encode_edge(0, 0 + 7),
+        encode_edge(3, -1),  # make a root
+        encode_edge(2**62, 2**40),
+        (None, encode_edge(4, 1)[1]),  # no key
+        (b"5", _field(2, 0, _varint(6)) + _field(1, 0, _varint(5))),  # reordered, no time
+        (b"6", encode_edge(6, 1)[1] + _field(2, 0, _varint(2)) + _bytes_field(9, b"x") + _field(10, 1, b"\0" * 8)),
+    ]
+
+
+def test_valid_edges_decode_like_protobuf_without_falling_back_to_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    messages = _valid_edges()
+    _assert_edges_same_as_protobuf(messages)
+
+    def no_fallback(*args: object) -> None:
+        raise AssertionError("a valid edge went to the slow protobuf path")
+
+    monkeypatch.setattr(codec, "decode_edge", no_fallback)
+    edges, poison = decode_edges([k for k, _ in messages], [v for _, v in messages])
+    assert not poison and edges.parents.tolist() == [2, 7, -1, 2**40, 1, 6, 2]
+
+
+def test_each_kind_of_invalid_edge_gets_the_protobuf_verdict_and_reason() -> None:
+    messages: list[tuple[bytes | None, bytes | None]] = [
+        (b"1", None),
+        (b"1", b"\xff\xff"),
+        (b"1", CategoryEdge(parent=2).SerializeToString()),  # no child
+        (b"1", CategoryEdge(child=1).SerializeToString()),  # no parent
+        (b"-1", CategoryEdge(child=-1, parent=2).SerializeToString()),
+        (b"1", CategoryEdge(child=1, parent=-2).SerializeToString()),
+        (b"2", CategoryEdge(child=1, parent=3).SerializeToString()),  # key is not the child
+        (b"1", _field(1, 2, _varint(1) + b"x") + _field(2, 0, _varint(3))),  # wrong wire type
+    ]
+    _assert_edges_same_as_protobuf(messages)
+    _, poison = decode_edges([k for k, _ in messages], [v for _, v in messages])
+    reasons = dict(poison)
+    assert len(poison) == len(messages)
+    assert "missing child" in reasons[2] and "missing parent" in reasons[3] and "-1 to make" in reasons[3]
+    assert "negative" in reasons[4] and "-1 makes the child a root" in reasons[5]
+    assert "does not match child" in reasons[6]
+
+
+def test_randomly_damaged_edges_get_the_same_verdict_as_protobuf() -> None:
+    rng = np.random.default_rng(11)
+    valid = _valid_edges()
+    messages: list[tuple[bytes | None, bytes | None]] = []
+    for _ in range(3000):
+        key, value = valid[rng.integers(len(valid))]
+        data = bytearray(value)
+        at = int(rng.integers(len(data) + 1))
+        kind = rng.integers(3)
+        if kind == 0 and at < len(data):
+            data[at] = int(rng.integers(256))
+        elif kind == 1:
+            data = data[:at]
+        else:
+            data[at:at] = _field(int(rng.integers(1, 5)), int(rng.integers(6)), b"\x01\x01")
+        messages.append((key, bytes(data)))
+    _assert_edges_same_as_protobuf(messages)
+
+
 # ------------------------------------------------------------------ field numbers follow the .proto
 def _catalog_variant(numbers: dict[str, int], ops: dict[str, int] | None = None,
                      types: dict[str, int] | None = None) -> type:
@@ -215,11 +398,19 @@ def test_the_decoder_reads_the_field_numbers_of_the_generated_code() -> None:
     rows = np.zeros((n, DIM), "<f4")
     op, ids, versions, time_us = (np.zeros(n, np.int64) for _ in range(4))
     status = np.empty(n, np.uint8)
+    cat_values, cat_starts, cat_counts = np.zeros(len(value_bytes), np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
     parse_changes(value_bytes, value_starts, value_lengths, key_bytes, key_starts, key_lengths, DIM, layout,
-                  rows.view(np.uint8), op, ids, versions, time_us, status)
+                  rows.view(np.uint8), op, ids, versions, time_us, status, MAX_ITEM_CATEGORIES, cat_values,
+                  cat_starts, cat_counts)
     assert status.tolist() == [ACCEPTED, ACCEPTED, FLAGGED]
     assert op[:2].tolist() == [2, 1] and ids[:2].tolist() == [5, 6] and versions[:2].tolist() == [7, 8]
     assert time_us[0] == 11 and rows[0].tobytes() == row.tobytes()
+    assert cat_values[:2].tolist() == [3, 4] and cat_counts[:2].tolist() == [2, 0]
+
+
+def test_the_edge_decoder_reads_the_field_numbers_of_the_generated_code() -> None:
+    numbers = tuple(CategoryEdge.DESCRIPTOR.fields_by_name[name].number for name in ("child", "parent", "producer_time_us"))
+    assert numbers == codec.EDGE_LAYOUT
 
 
 @pytest.mark.parametrize(("field", "new_type", "declared"), [

@@ -374,11 +374,15 @@ class IndexServer:
         kafka = config.kafka_settings()
         if kafka is not None:
             from rtindex.consumers.ingest import KafkaIngestor
+            from rtindex.consumers.taxonomy import resume_offsets
 
-            # the index decides where to resume: a snapshot's offsets, or the beginning
+            # the index decides where to resume: a snapshot's offsets, or the beginning (the
+            # taxonomy topic too: replaying edges a snapshot holds is not harmless)
             start = kafka_start_offsets(self.restored.info if self.restored else None, kafka.topic)
+            captured = self.restored.info.extra.get("kafka") if self.restored else None
             self.ingestor = KafkaIngestor(self.index, self.writer, kafka, on_ready=self.mark_ready,
-                                          start_offsets=start)
+                                          start_offsets=start,
+                                          taxonomy_offsets=resume_offsets(captured, kafka.category_topic))
             self.servicer.extra_counters.append(self.ingestor.counters)
         self.snapshotter: Snapshotter | None = None
         if self.store is not None:

@@ -69,6 +69,8 @@ class ServerConfig:
     # Kafka ingestion (off unless kafka_bootstrap is set)
     kafka_bootstrap: str = _opt("", "Kafka bootstrap servers host:port; when set, the server consumes kafka_topic")
     kafka_topic: str = _opt("rtindex.catalog", "topic of CatalogChange messages (its dead letters go to <topic>.dlq)")
+    kafka_taxonomy_topic: str = _opt("", "topic of CategoryEdge messages (the taxonomy), read in full by every "
+                                         "replica; empty = <kafka_topic>.taxonomy")
     kafka_group: str = _opt("rtindex", "consumer group (replicas of one shard use different groups)")
     kafka_batch: int = _opt(2_000, "most messages applied in one batch")
     kafka_batch_ms: int = _opt(20, "when nothing is fetched yet, how long one poll waits for the first message, ms")
@@ -120,6 +122,7 @@ class ServerConfig:
         return KafkaSettings(
             bootstrap=self.kafka_bootstrap, topic=self.kafka_topic, group=self.kafka_group, batch=self.kafka_batch,
             batch_ms=self.kafka_batch_ms, ready_lag=self.kafka_ready_lag, partitions=self._partitions(),
+            taxonomy_topic=self.kafka_taxonomy_topic,
         )
 
     def _partitions(self) -> list[int]:

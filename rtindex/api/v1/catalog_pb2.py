@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crtindex/api/v1/catalog.proto\x12\nrtindex.v1\"\xe6\x01\n\rCatalogChange\x12(\n\x02op\x18\x01 \x01(\x0e\x32\x1c.rtindex.v1.CatalogChange.Op\x12\x0f\n\x02id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x14\n\x07version\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x11\n\tembedding\x18\x04 \x01(\x0c\x12\x12\n\ncategories\x18\x05 \x03(\x03\x12\x18\n\x10producer_time_us\x18\x06 \x01(\x03\"0\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\n\n\x06UPSERT\x10\x01\x12\n\n\x06\x44\x45LETE\x10\x02\x42\x05\n\x03_idB\n\n\x08_versionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1crtindex/api/v1/catalog.proto\x12\nrtindex.v1\"\xe6\x01\n\rCatalogChange\x12(\n\x02op\x18\x01 \x01(\x0e\x32\x1c.rtindex.v1.CatalogChange.Op\x12\x0f\n\x02id\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x14\n\x07version\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x11\n\tembedding\x18\x04 \x01(\x0c\x12\x12\n\ncategories\x18\x05 \x03(\x03\x12\x18\n\x10producer_time_us\x18\x06 \x01(\x03\"0\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\n\n\x06UPSERT\x10\x01\x12\n\n\x06\x44\x45LETE\x10\x02\x42\x05\n\x03_idB\n\n\x08_version\"f\n\x0c\x43\x61tegoryEdge\x12\x12\n\x05\x63hild\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x13\n\x06parent\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x18\n\x10producer_time_us\x18\x03 \x01(\x03\x42\x08\n\x06_childB\t\n\x07_parentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,4 +35,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CATALOGCHANGE']._serialized_end=275
   _globals['_CATALOGCHANGE_OP']._serialized_start=208
   _globals['_CATALOGCHANGE_OP']._serialized_end=256
+  _globals['_CATEGORYEDGE']._serialized_start=277
+  _globals['_CATEGORYEDGE']._serialized_end=379
 # @@protoc_insertion_point(module_scope)

@@ -30,3 +30,13 @@ class CatalogChange(_message.Message):
     categories: _containers.RepeatedScalarFieldContainer[int]
     producer_time_us: int
     def __init__(self, op: _Optional[_Union[CatalogChange.Op, str]] = ..., id: _Optional[int] = ..., version: _Optional[int] = ..., embedding: _Optional[bytes] = ..., categories: _Optional[_Iterable[int]] = ..., producer_time_us: _Optional[int] = ...) -> None: ...
+
+class CategoryEdge(_message.Message):
+    __slots__ = ("child", "parent", "producer_time_us")
+    CHILD_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PRODUCER_TIME_US_FIELD_NUMBER: _ClassVar[int]
+    child: int
+    parent: int
+    producer_time_us: int
+    def __init__(self, child: _Optional[int] = ..., parent: _Optional[int] = ..., producer_time_us: _Optional[int] = ...) -> None: ...
