@@ -313,6 +313,9 @@ def main() -> None:
     ap.add_argument("--M", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=200)
     ap.add_argument("--efs", default="64,128")
+    ap.add_argument("--category-M", type=int, default=0, help="rtindex category_M (0: the index default)")
+    ap.add_argument("--category-exact-limit", type=int, default=-1,
+                    help="rtindex category_exact_limit (-1: the index default)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--wide-k", type=int, default=1000, help="k of the global search the post-filter keeps from")
@@ -342,7 +345,11 @@ def main() -> None:
     truth = ground_truth(x, members, batches)
 
     print("building rtindex ...", file=sys.stderr, flush=True)
-    index = Index(dim=args.dim, metric="ip", M=args.M, ef_construction=args.ef_construction, threads=args.threads)
+    options = {"category_M": args.category_M} if args.category_M else {}
+    if args.category_exact_limit >= 0:
+        options["category_exact_limit"] = args.category_exact_limit
+    index = Index(dim=args.dim, metric="ip", M=args.M, ef_construction=args.ef_construction, threads=args.threads,
+                  **options)
     index.set_category_parents(*tax.edges())
     t0 = time.perf_counter()
     for lo in range(0, args.n, 10_000):

@@ -26,40 +26,58 @@ def next_row_generation(scratch):
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def search_categories_one(tables, query, mode, graphs, ks, efs, level_ef, scratch, out_ids, out_scores, out_stats):
-    """out_ids[j, :ks[j]] / out_scores[j, :ks[j]]: best items of subgraph graphs[j]
-    (best first, -1 / -inf padded; entries past ks[j] are left as they are);
-    out_stats = [expansions, rows scored] over all categories."""
-    out_stats[0] = 0
-    out_stats[1] = 0
-    next_row_generation(scratch)
+def _search_category(tables, query, mode, graph, k, ef, level_ef, scratch, out_ids, out_scores, out_stats):
+    """Best k items of one subgraph for one query into out_ids / out_scores (best first,
+    -1 / -inf padded up to k); expansions and rows scored added to out_stats."""
     n = scratch.res_key.shape[0]
     entry_nodes = scratch.pool_node[:n]
     entry_scores = scratch.pool_score[:n]
-    n_graphs = tables.entry_node.shape[0]
-    for j in range(graphs.shape[0]):
-        graph = graphs[j]
-        n_res = 0
-        if 0 <= graph < n_graphs:
-            n_entries = descend_to_level(
-                tables, query, mode, graph, 0, level_ef, entry_nodes, entry_scores, scratch, out_stats
+    n_res = 0
+    if 0 <= graph < tables.entry_node.shape[0]:
+        n_entries = descend_to_level(tables, query, mode, graph, 0, level_ef, entry_nodes, entry_scores, scratch,
+                                     out_stats)
+        if n_entries > 0:
+            n_res = beam_search_layer(
+                tables, query, mode, 0, ef, True, entry_nodes, entry_scores, n_entries, scratch, out_stats
             )
-            if n_entries > 0:
-                n_res = beam_search_layer(
-                    tables, query, mode, 0, efs[j], True, entry_nodes, entry_scores, n_entries, scratch, out_stats
-                )
-                n_res = heap_drain_descending(scratch.res_key, scratch.res_val, n_res, entry_scores, entry_nodes)
-                if mode.half:
-                    rescore_exact(tables, query, mode.metric, mode.direct_rows, entry_nodes, entry_scores, n_res)
-        write_results(tables, entry_nodes, entry_scores, n_res, ks[j], out_ids[j], out_scores[j], scratch.selected)
+            n_res = heap_drain_descending(scratch.res_key, scratch.res_val, n_res, entry_scores, entry_nodes)
+            if mode.half:
+                rescore_exact(tables, query, mode.metric, mode.direct_rows, entry_nodes, entry_scores, n_res)
+    write_results(tables, entry_nodes, entry_scores, n_res, k, out_ids, out_scores, scratch.selected)
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def search_categories_one(tables, query, mode, graphs, ks, efs, level_ef, scratch, out_ids, out_scores, out_stats):
+    """out_ids[j, :ks[j]] / out_scores[j, :ks[j]]: best items of subgraph graphs[j]
+    (best first, -1 / -inf padded; entries past ks[j] are left as they are);
+    out_stats = [expansions, rows scored] over all categories. With
+    ``mode.reuse_scores``, a row scored in one subgraph is not scored again in another."""
+    out_stats[0] = 0
+    out_stats[1] = 0
+    next_row_generation(scratch)
+    for j in range(graphs.shape[0]):
+        _search_category(tables, query, mode, graphs[j], ks[j], efs[j], level_ef, scratch, out_ids[j],
+                         out_scores[j], out_stats)
 
 
 @njit(nogil=True, cache=True, fastmath=True)
 def search_categories_queries(
-    tables, queries, mode, graphs, ks, efs, level_ef, scratch, start, stop, out_ids, out_scores, out_stats
+    tables, queries, mode, plain_mode, graphs, ks, efs, level_ef, scratch, start, stop, out_ids, out_scores, out_stats
 ):
-    """search_categories_one for queries[start:stop] (one worker's share of a batch)."""
+    """Categories of queries[start:stop] (one worker's share of a batch). One query:
+    search_categories_one (its scores shared across its subgraphs). Several: category
+    by category, each searched for all of them in turn, so that a subgraph's links and
+    rows are read from cache by the queries after the first (as a per-category index
+    would be); scores are then not shared across subgraphs (``mode.reuse_scores`` is
+    ignored: a score memo per query would not fit in cache)."""
+    if stop - start == 1:
+        search_categories_one(tables, queries[start], mode, graphs, ks, efs, level_ef, scratch, out_ids[start],
+                              out_scores[start], out_stats[start])
+        return
     for i in range(start, stop):
-        search_categories_one(
-            tables, queries[i], mode, graphs, ks, efs, level_ef, scratch, out_ids[i], out_scores[i], out_stats[i]
-        )
+        out_stats[i, 0] = 0
+        out_stats[i, 1] = 0
+    for j in range(graphs.shape[0]):
+        for i in range(start, stop):
+            _search_category(tables, queries[i], plain_mode, graphs[j], ks[j], efs[j], level_ef, scratch, out_ids[i, j],
+                             out_scores[i, j], out_stats[i])

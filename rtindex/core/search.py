@@ -57,10 +57,11 @@ def search_categories(
         kernel = engine.category_kernel
         # keep each query's scores by row: an item met in several subgraphs is scored once
         mode = engine.search_mode._replace(reuse_scores=True)
+        plain_mode = engine.search_mode
 
         def chunk(lo: int, hi: int, scratch: Scratch) -> None:
             check_deadline(deadline)
-            kernel(t, queries, mode, graphs, ks, efs, level_widths, scratch, lo, hi, ids, scores, stats)
+            kernel(t, queries, mode, plain_mode, graphs, ks, efs, level_widths, scratch, lo, hi, ids, scores, stats)
 
         engine.workers.run(b, chunk, t.node_state.shape[0], beam, results=width, min_chunk=4, rows=rows)
     return SearchResult(ids=ids, scores=scores, hops=stats[:, 0], evaluations=stats[:, 1])
