@@ -86,10 +86,6 @@ def beam_search_layer(tables, query, mode, level, ef, live_only, entry_nodes, en
     metric = mode.metric
     direct_rows = mode.direct_rows
     half = mode.half
-    reuse = mode.reuse_scores
-    row_seen = scratch.row_seen
-    row_score = scratch.row_score
-    generation = scratch.row_gen[0]
     n_cand = 0
     n_res = 0
     for i in range(n_entries):
@@ -134,9 +130,7 @@ def beam_search_layer(tables, query, mode, level, ef, live_only, entry_nodes, en
             # costs more than the 128-float dot product itself
             vrow = nb if direct_rows else node_vec[nb]
             score = np.float32(0.0)
-            if reuse and row_seen[2 * vrow] == generation:  # scored in another subgraph
-                score = row_score[2 * vrow + 1]
-            elif half:
+            if half:
                 if metric == METRIC_L2:
                     for i in range(dim):
                         d = query[i] - half_to_float(halves[vrow, i])
@@ -151,11 +145,7 @@ def beam_search_layer(tables, query, mode, level, ef, live_only, entry_nodes, en
             else:
                 for i in range(dim):
                     score += query[i] * vectors[vrow, i]
-            if not reuse or row_seen[2 * vrow] != generation:
-                scored += 1
-                if reuse:
-                    row_seen[2 * vrow] = generation
-                    row_score[2 * vrow + 1] = score
+            scored += 1
             if n_res < ef or score > res_key[0]:
                 if n_cand == cand_capacity:
                     n_cand = _compact_candidates(cand_key, cand_val, n_cand, res_key[0])

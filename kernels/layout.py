@@ -92,12 +92,6 @@ class Scratch(NamedTuple):
     block    int32[B]           unvisited neighbor ids collected before scoring
     pool_node int32[P], pool_score float32[P]  candidate pool for neighbor selection
     selected int32[B]           output of neighbor selection
-    row_seen uint32[2R], row_score float32[2R]  one buffer, two views: for vector row r,
-                                row_seen[2r] is the query generation that scored it and
-                                row_score[2r + 1] the score (one cache line per lookup): a
-                                category search reuses the score of an item met in another
-                                subgraph; R = 0 when unused
-    row_gen  uint32[1]          current query's generation in row_seen
     """
 
     visited: np.ndarray
@@ -110,9 +104,6 @@ class Scratch(NamedTuple):
     pool_node: np.ndarray
     pool_score: np.ndarray
     selected: np.ndarray
-    row_seen: np.ndarray
-    row_score: np.ndarray
-    row_gen: np.ndarray
 
 
 class SearchMode(NamedTuple):
@@ -121,7 +112,6 @@ class SearchMode(NamedTuple):
     metric: int  # METRIC_DOT or METRIC_L2
     direct_rows: bool  # node_vec[n] == n for every node: skip that lookup
     half: bool  # score on the float16 copy (results are rescored in float32)
-    reuse_scores: bool = False  # look up / keep scores by vector row in scratch.row_seen
 
 
 class BuildParams(NamedTuple):

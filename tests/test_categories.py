@@ -369,3 +369,16 @@ def test_lockstep_scorer_searches_all_categories_together(built, sift5k: dataset
         assert recall >= (1.0 if category == 900 else 0.9), (category, recall)
     metric = idx.search(q, k=K, ef=64, categories=chosen, execution="lockstep")
     np.testing.assert_array_equal(metric.ids, res.ids)
+
+
+def test_a_batch_equals_its_queries_one_by_one(built, sift5k: datasets.Dataset) -> None:  # type: ignore[no-untyped-def]
+    """A batch is searched category by category (each subgraph for all its queries in
+    turn): the same lists and the same work as each query on its own."""
+    idx, _, _, _ = built
+    q = sift5k.queries[:12]
+    together = idx.search(q, k=K, ef=48, categories=SEARCHED)
+    for b in range(len(q)):
+        alone = idx.search(q[b : b + 1], k=K, ef=48, categories=SEARCHED)
+        np.testing.assert_array_equal(alone.ids[0], together.ids[b])
+        np.testing.assert_allclose(alone.scores[0], together.scores[b], rtol=1e-6)
+        assert alone.evaluations[0] == together.evaluations[b] and alone.hops[0] == together.hops[b]

@@ -18,9 +18,8 @@ import numpy as np
 from rtindex.kernels.layout import Scratch
 
 
-def _new_scratch(node_capacity: int, beam: int, pool: int, block: int, rows: int) -> Scratch:
+def _new_scratch(node_capacity: int, beam: int, pool: int, block: int) -> Scratch:
     cand = 2 * beam + 2 * block + 16
-    memo = np.zeros(2 * rows, np.uint32)  # [2 r]: generation, [2 r + 1]: float32 bits of the score
     return Scratch(
         visited=np.zeros(node_capacity, np.uint16),
         stamp=np.zeros(1, np.uint16),
@@ -32,9 +31,6 @@ def _new_scratch(node_capacity: int, beam: int, pool: int, block: int, rows: int
         pool_node=np.empty(pool, np.int32),
         pool_score=np.empty(pool, np.float32),
         selected=np.empty(pool, np.int32),
-        row_seen=memo,
-        row_score=memo.view(np.float32),  # the same memory: a row's stamp and score share a cache line
-        row_gen=np.zeros(1, np.uint32),
     )
 
 
@@ -52,10 +48,7 @@ class ScratchPool:
         self._max_idle = max_idle
         self._capacity = 0
 
-    def acquire(self, node_capacity: int, beam: int, results: int = 0, rows: int = 0) -> Scratch:
-        """A set for tables of ``node_capacity`` nodes, beams up to ``beam`` wide and
-        ``results`` pooled candidates; ``rows`` > 0: with a score cache over that many
-        vector rows (category searches)."""
+    def acquire(self, node_capacity: int, beam: int, results: int = 0) -> Scratch:
         # pool = candidate pool of a repair: a node's row plus the rows of its neighbors
         pool = max(beam, results, self._block * (self._block + 1))
         with self._lock:
@@ -65,10 +58,9 @@ class ScratchPool:
             for i, s in enumerate(self._idle):
                 # every condition is checked: a search still reading older, smaller
                 # tables returns smaller sets, and a kernel must never get one
-                if (s.visited.shape[0] >= node_capacity and s.res_key.shape[0] >= beam
-                        and s.pool_node.shape[0] >= pool and s.row_seen.shape[0] >= 2 * rows):
+                if s.visited.shape[0] >= node_capacity and s.res_key.shape[0] >= beam and s.pool_node.shape[0] >= pool:
                     return self._idle.pop(i)
-        return _new_scratch(node_capacity, beam, pool, self._block, rows)
+        return _new_scratch(node_capacity, beam, pool, self._block)
 
     def release(self, scratch: Scratch) -> None:
         with self._lock:
@@ -114,16 +106,14 @@ class Workers:
         results: int = 0,
         min_chunk: int = 1,
         chunks_per_thread: int = 4,
-        rows: int = 0,
     ) -> list[object]:
-        """Split range(n) into chunks (at least ``min_chunk`` long); returns task results.
-        Each chunk gets a scratch set for these sizes (``ScratchPool.acquire``)."""
+        """Split range(n) into chunks (at least ``min_chunk`` long); returns task results."""
         if n == 0:
             return []
         n_chunks = min(self.threads * chunks_per_thread, max(1, n // max(1, min_chunk)))
 
         def run_chunk(lo: int, hi: int) -> object:
-            scratch = self.scratch.acquire(node_capacity, beam, results, rows)
+            scratch = self.scratch.acquire(node_capacity, beam, results)
             try:
                 return task(lo, hi, scratch)
             finally:

@@ -53,15 +53,12 @@ def search_categories(
     beam = max(int(efs.max(initial=1)), int(level_widths.max(initial=1)))
     with engine.epochs.reading():
         t = engine.store.tables
-        rows = t.vectors.shape[0]
         kernel = engine.category_kernel
-        # keep each query's scores by row: an item met in several subgraphs is scored once
-        mode = engine.search_mode._replace(reuse_scores=True)
-        plain_mode = engine.search_mode
+        mode = engine.search_mode
 
         def chunk(lo: int, hi: int, scratch: Scratch) -> None:
             check_deadline(deadline)
-            kernel(t, queries, mode, plain_mode, graphs, ks, efs, level_widths, scratch, lo, hi, ids, scores, stats)
+            kernel(t, queries, mode, graphs, ks, efs, level_widths, scratch, lo, hi, ids, scores, stats)
 
-        engine.workers.run(b, chunk, t.node_state.shape[0], beam, results=width, min_chunk=4, rows=rows)
+        engine.workers.run(b, chunk, t.node_state.shape[0], beam, results=width, min_chunk=4)
     return SearchResult(ids=ids, scores=scores, hops=stats[:, 0], evaluations=stats[:, 1])
