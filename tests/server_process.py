@@ -19,13 +19,14 @@ def clean_env() -> dict[str, str]:
 
 class ServerProcess:
     def __init__(self, log_path: Path, *flags: str, timeout: float = 120.0,
-                 launcher: Sequence[str] = ("-m", "rtindex")) -> None:
-        """launcher: what runs the ``rtindex`` command (e.g. a test script wrapping it)."""
+                 launcher: Sequence[str] = ("-m", "rtindex"), env: dict[str, str] | None = None) -> None:
+        """launcher: what runs the ``rtindex`` command (e.g. a test script wrapping it);
+        env: variables to set on top of ``clean_env()``."""
         self.log_path = log_path
         self._log = open(log_path, "a")  # noqa: SIM115 - closed in wait()/kill()
         self.proc = subprocess.Popen(
             [sys.executable, *launcher, "serve", "--port", "0", "--log-format", "json", *flags],
-            stderr=self._log, stdout=self._log, text=True, env=clean_env(),
+            stderr=self._log, stdout=self._log, text=True, env={**clean_env(), **(env or {})},
         )
         self._start = log_path.stat().st_size if log_path.exists() else 0
         deadline = time.monotonic() + timeout

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,3 +58,47 @@ def test_serve_without_a_dimension_says_how_to_set_it() -> None:
                           text=True, timeout=60, env=clean_env())
     assert proc.returncode == 2
     assert "--dim" in proc.stderr and "RTINDEX_DIM" in proc.stderr
+
+
+def test_serving_means_the_kernels_are_compiled(tmp_path: Path) -> None:
+    """A fresh install (empty numba cache): health turns SERVING only once every kernel a
+    request can reach is compiled, so the first calls after it are as fast as later ones
+    (with --warm-up off the first upsert here took 29 s)."""
+    cache = tmp_path / "numba-cache"
+    cache.mkdir()
+    server = ServerProcess(tmp_path / "server.log", "--dim", "32", "--threads", "1", env={"NUMBA_CACHE_DIR": str(cache)})
+    try:
+        rng = np.random.default_rng(1)
+        with IndexClient(server.target, timeout=30) as client:
+            assert not any(e.get("msg") == "serving" for e in server.events())  # still compiling
+            client.wait_until_serving(timeout=280)
+            steps = [e for e in server.events() if e.get("msg") == "kernels ready"]
+            assert steps and steps[-1]["done"] == steps[-1]["of"]  # progress lines, every step done
+
+            def timed(call: Callable[[], object]) -> float:
+                t0 = time.perf_counter()
+                call()
+                return time.perf_counter() - t0
+
+            first: list[float] = []
+            later: list[list[float]] = []
+            for round_ in range(12):
+                lo = 100 * round_
+                calls = [
+                    lambda lo=lo: client.upsert(np.arange(lo, lo + 100), rng.standard_normal((100, 32)).astype(np.float32),
+                                                categories=[[lo % 7]] * 100),
+                    lambda: client.search(rng.standard_normal((5, 32)).astype(np.float32), k=10),
+                    lambda: client.search(rng.standard_normal((1, 32)).astype(np.float32), k=5, categories=[1, 2]),
+                    lambda lo=lo: client.delete(np.arange(lo, lo + 40)),
+                ]
+                times = [timed(c) for c in calls]
+                if round_ == 0:
+                    first = times
+                else:
+                    later.append(times)
+            typical = np.median(np.array(later), axis=0)
+            # a kernel compiled on first use would take seconds here
+            for call, (t_first, t_typical) in enumerate(zip(first, typical, strict=True)):
+                assert t_first < max(0.5, 10 * t_typical), (call, t_first, t_typical)
+    finally:
+        server.kill()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -370,6 +371,10 @@ class IndexServer:
         self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = 0
         self._stopped = threading.Event()
+        # SERVING needs both: the kernels compiled (warm-up) and the index ready (mark_ready)
+        self._ready_lock = threading.Lock()
+        self._kernels_ready = config.warm_up == "off"
+        self._ready_asked = False
         self.ingestor: KafkaIngestor | None = None
         kafka = config.kafka_settings()
         if kafka is not None:
@@ -418,21 +423,47 @@ class IndexServer:
             self.ingestor.start()  # marks the server ready once it has caught up
         log.info("listening", extra={"address": f"{self.config.host}:{self.port}", "dim": self.index.config.dim,
                                      "metric": self.index.config.metric, "items": len(self.index)})
+        if not self._kernels_ready:
+            threading.Thread(target=self._warm_up, name="rtindex-warmup", daemon=True).start()
         return self.port
 
+    def _warm_up(self) -> None:
+        from rtindex.service.warmup import warm_up
+
+        try:
+            warm_up(self.index.config, kafka=self.ingestor is not None, cancelled=self._stopped.is_set)
+        except Exception:  # the kernels then compile on first use: slow first calls, not a broken server
+            if not (self._stopped.is_set() or sys.is_finalizing()):
+                log.exception("kernel warm-up failed; kernels compile on first use")
+        with self._ready_lock:
+            self._kernels_ready = True
+            if self._ready_asked:
+                self._serve()
+
     def mark_ready(self) -> None:
+        """The index is ready (restored, caught up); health turns SERVING as soon as the
+        kernels are compiled too (at once with --warm-up off or once the warm-up ended)."""
+        with self._ready_lock:
+            self._ready_asked = True
+            if self._kernels_ready:
+                self._serve()
+
+    def _serve(self) -> None:
+        if self._stopped.is_set():
+            return
         self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"port": self.port})
 
     def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, refuse new calls, let in-flight ones finish (up to ``grace``
         seconds), apply queued writes, stop."""
-        if self._stopped.is_set():
-            return
-        self._stopped.set()
+        with self._ready_lock:  # a warm-up ending now cannot turn SERVING after this
+            if self._stopped.is_set():
+                return
+            self._stopped.set()
+            self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         grace = self.config.grace_seconds if grace is None else grace
         log.info("draining", extra={"grace_seconds": grace})
-        self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.ingestor is not None:
             self.ingestor.stop()  # applies and commits the batch in hand
         self.grpc_server.stop(grace).wait()

@@ -65,6 +65,9 @@ class ServerConfig:
                                       "ef_construction_min (0 = always the full ef_construction)")
     gil_switch_ms: float = _opt(0.5, "how long a Python thread runs before one waiting for the GIL gets it "
                                 "(sys.setswitchinterval; Python's default is 5)")
+    warm_up: str = _opt("on", "on: compile (or load from numba's cache) every kernel a request can reach before "
+                              "health turns SERVING (about a minute on the first start after an install); off: "
+                              "kernels compile on first use")
     grace_seconds: float = _opt(15.0, "on SIGTERM, how long in-flight calls may take to finish")
     # Kafka ingestion (off unless kafka_bootstrap is set)
     kafka_bootstrap: str = _opt("", "Kafka bootstrap servers host:port; when set, the server consumes kafka_topic")
@@ -107,6 +110,8 @@ class ServerConfig:
             problems.append(f"gil_switch_ms must be > 0, got {self.gil_switch_ms}")
         if self.grace_seconds < 0:
             problems.append(f"grace_seconds must be >= 0, got {self.grace_seconds}")
+        if self.warm_up not in ("on", "off"):
+            problems.append(f"warm_up must be on or off, got {self.warm_up!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             problems.append(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
         if self.log_format not in ("json", "text"):
