@@ -190,7 +190,8 @@ def test_a_grpc_write_is_validated_once(monkeypatch: pytest.MonkeyPatch) -> None
     for name in ("as_ids", "as_matrix", "as_versions", "check_rows"):
         original = getattr(validation, name)
         monkeypatch.setattr(validation, name, lambda *a, _f=original, _n=name, **kw: calls.append(_n) or _f(*a, **kw))
-    server = IndexServer(ServerConfig(port=0, dim=DIM, metric="cosine", log_level="warning"))
+    # warm-up off: its own upserts would count here
+    server = IndexServer(ServerConfig(port=0, dim=DIM, metric="cosine", log_level="warning", warm_up="off"))
     server.start()
     server.mark_ready()
     try:
