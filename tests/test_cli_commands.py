@@ -75,6 +75,7 @@ def test_rtindex_stats_prints_what_the_stats_rpc_reports(server: IndexServer) ->
     with IndexClient(target) as client:
         client.upsert(np.arange(50), np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32))
         client.delete([3, 4])
+        client.wait_until_serving(120)  # the kernel warm-up may still run
         done = _rtindex("stats", "--target", target, "--json", timeout=120)
         assert done.returncode == 0, done.stderr
         printed = json.loads(done.stdout)
@@ -115,6 +116,41 @@ def test_rtindex_produce_writes_a_churn_stream_a_server_then_serves(kafka_bootst
             stats = client.stats()
             assert stats["kafka_consumed"] == 2000 and stats["kafka_dead_letters"] == 0
             assert_matches(client, model)
+    finally:
+        server.stop(grace=1)
+
+
+@pytest.mark.kafka
+def test_rtindex_produce_sends_categories_and_the_taxonomy(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topic = f"rtindex-test-produce-cat-{uuid.uuid4().hex[:10]}"
+    vectors = np.random.default_rng(4).standard_normal((60, 8)).astype(np.float32)
+    np.save(tmp_path / "rows.npy", vectors)
+    (tmp_path / "cats.txt").write_text("".join(f"{10 + i % 3}\n" if i % 4 else "\n" for i in range(60)))
+    (tmp_path / "edges.csv").write_text("child,parent\n10,1\n11,1\n12,2\n")
+    (tmp_path / "short.txt").write_text("1\n2 3\n")
+    bad = _rtindex("produce", "--bootstrap", kafka_bootstrap, "--topic", topic, "--file", str(tmp_path / "rows.npy"),
+                   "--categories", str(tmp_path / "short.txt"))
+    assert bad.returncode == 2 and "2 lines for 60 rows" in bad.stderr  # refused before anything is produced
+    done = _rtindex("produce", "--bootstrap", kafka_bootstrap, "--topic", topic, "--file", str(tmp_path / "rows.npy"),
+                    "--categories", str(tmp_path / "cats.txt"), "--taxonomy", str(tmp_path / "edges.csv"))
+    assert done.returncode == 0, done.stderr
+    assert f"produced 60 changes to {topic}" in done.stdout and "3 taxonomy edges" in done.stdout
+
+    server = IndexServer(ServerConfig(port=0, dim=8, kafka_bootstrap=kafka_bootstrap, kafka_topic=topic,
+                                      kafka_group=f"g-{topic}", kafka_ready_lag=0, log_level="warning"))
+    server.start()
+    try:
+        with IndexClient(f"127.0.0.1:{server.port}", timeout=30) as client:
+            client.wait_until_serving(120)
+            children, parents = client.category_parents()
+            assert dict(zip(children.tolist(), parents.tolist(), strict=True)) == {10: 1, 11: 1, 12: 2}
+            res = client.search(vectors[:3], k=60, categories=[1, 2, 10])
+            in_1 = {i for i in range(60) if i % 4 and (10 + i % 3) in (10, 11)}
+            in_2 = {i for i in range(60) if i % 4 and 10 + i % 3 == 12}
+            in_10 = {i for i in range(60) if i % 4 and i % 3 == 0}
+            for j, members in enumerate((in_1, in_2, in_10)):
+                for row in res.ids[:, j]:
+                    assert set(row[row >= 0].tolist()) == members  # k = 60: every member, only members
     finally:
         server.stop(grace=1)
 

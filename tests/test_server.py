@@ -82,7 +82,7 @@ def test_health_goes_serving_and_reflection_lists_the_service() -> None:
         with IndexClient(f"127.0.0.1:{port}") as c:
             assert c.health() == "NOT_SERVING"
             srv.mark_ready()
-            c.wait_until_serving(timeout=5)
+            c.wait_until_serving(timeout=120)  # after the kernel warm-up
             assert c.health(SERVICE_NAME) == "SERVING"
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = reflection_pb2_grpc.ServerReflectionStub(channel)

@@ -225,16 +225,44 @@ def _produce(args: argparse.Namespace) -> int:
             print(f"rtindex produce: {exc} (--churn, --live)", file=sys.stderr)
             return 2
     try:
+        edges = _read_edges(args.taxonomy) if args.taxonomy else []
+        categories = _read_item_categories(args.categories, total) if args.categories else None
+        if categories is not None and args.churn:
+            raise ValueError("--categories goes with --file or --dataset (one line per row), not --churn")
+    except (OSError, ValueError) as exc:
+        print(f"rtindex produce: {exc}", file=sys.stderr)
+        return 2
+    try:
         ensure_topic(args.bootstrap, args.topic, args.partitions)
     except (RuntimeError, Exception) as exc:
         print(f"rtindex produce: {exc}", file=sys.stderr)
         return 1
     producer = CatalogProducer(args.bootstrap, args.topic, rate=args.rate)
+    if edges:  # the taxonomy first: consumers apply its edges before the items polled with them
+        producer.set_category_parents([c for c, _ in edges], [p for _, p in edges])
     for op, item, version, row in tqdm(changes, total=total, desc=f"produce -> {args.topic}", unit="msg"):
-        producer.send_stamped(*encode_body(op, item, version, row))
+        item_categories = None if categories is None else categories[item - args.start_id]
+        producer.send_stamped(*encode_body(op, item, version, row, item_categories))
     producer.flush()
-    print(f"produced {producer.sent:,} changes to {args.topic} on {args.bootstrap}")
+    print(f"produced {producer.sent - len(edges):,} changes to {args.topic} on {args.bootstrap}"
+          + (f" and {len(edges):,} taxonomy edges to {producer.taxonomy_topic}" if edges else ""))
     return 0
+
+
+def _read_item_categories(path: str, rows: int) -> list[list[int]]:
+    """One line per row: its category ids, separated by commas or spaces (a blank line:
+    none)."""
+    out = []
+    with open(path) as f:
+        for line, text in enumerate(f, start=1):
+            try:
+                out.append([int(c) for c in text.replace(",", " ").split()])
+            except ValueError:
+                raise ValueError(f"{path}:{line}: expected category ids separated by commas or spaces, got "
+                                 f"{text.strip()!r}") from None
+    if len(out) != rows:
+        raise ValueError(f"{path} has {len(out)} lines for {rows} rows; give one line per row (blank: no categories)")
+    return out
 
 
 @contextlib.contextmanager
@@ -356,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--version", type=int, default=1, help="version of a dataset's upserts; default %(default)s")
     produce.add_argument("--rate", type=float, default=0, help="changes per second (0 = as fast as possible)")
     produce.add_argument("--seed", type=int, default=0, help="random seed of the churn stream")
+    produce.add_argument("--categories", help="categories of the rows (--file, --dataset): one line per row, "
+                         "category ids separated by commas or spaces, blank for none")
+    produce.add_argument("--taxonomy", help="child,parent CSV (parent -1: a root) produced first to <topic>.taxonomy")
     produce.set_defaults(func=_produce)
 
     stats = sub.add_parser("stats", help="print the counters of a running server",
