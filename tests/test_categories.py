@@ -382,3 +382,17 @@ def test_a_batch_equals_its_queries_one_by_one(built, sift5k: datasets.Dataset) 
         np.testing.assert_array_equal(alone.ids[0], together.ids[b])
         np.testing.assert_allclose(alone.scores[0], together.scores[b], rtol=1e-6)
         assert alone.evaluations[0] == together.evaluations[b] and alone.hops[0] == together.hops[b]
+
+
+def test_a_category_given_directly_stays_when_a_descendant_moves_away() -> None:
+    """An item put in a leaf and in that leaf's parent itself stays in the parent when
+    the leaf moves elsewhere (only the membership implied by the leaf goes)."""
+    idx = Index(dim=4, metric="l2")
+    idx.set_category_parents([101], [11])
+    x = np.eye(4, dtype=np.float32)
+    idx.upsert([1, 2], x[:2], categories=[[101, 11], [101]])
+    idx.set_category_parents([101], [12])
+    res = idx.search(x[:1], k=5, categories=[11, 12, 101])
+    assert sorted(res.ids[0, 0][res.ids[0, 0] >= 0].tolist()) == [1]  # 1 was put in 11 itself
+    assert sorted(res.ids[0, 1][res.ids[0, 1] >= 0].tolist()) == [1, 2]
+    assert sorted(res.ids[0, 2][res.ids[0, 2] >= 0].tolist()) == [1, 2]

@@ -30,6 +30,19 @@ MAX_SEARCH_CATEGORIES = 1024
 MAX_TAXONOMY_DEPTH = 32
 
 
+def item_categories(values: np.ndarray, where: str) -> np.ndarray:
+    """The distinct category ids of one item (sorted), checked: ids >= 0, at most
+    ``MAX_ITEM_CATEGORIES``; ValueError saying what to fix (``where``: which item)."""
+    values = np.unique(np.asarray(values).astype(np.int64))
+    if values.size and values[0] < 0:
+        raise ValueError(f"{where}: holds a negative category id (category id {values[0]} is negative); "
+                         "category ids are >= 0")
+    if values.size > MAX_ITEM_CATEGORIES:
+        raise ValueError(f"{where}: the item is put in {values.size} categories; the limit is {MAX_ITEM_CATEGORIES} "
+                         "(give its most specific categories: ancestors are implied)")
+    return values
+
+
 @dataclass(frozen=True)
 class ItemCategories:
     """Categories of each item of a batch as compressed rows: item i has
@@ -53,12 +66,7 @@ class ItemCategories:
             values = np.zeros(0, np.int64) if entry is None else np.asarray(entry)
             if values.ndim != 1 or (values.size and values.dtype.kind not in "iu"):
                 raise ValueError(f"{what}: categories[{i}] must be a list of integer category ids, got {entry!r}")
-            values = np.unique(values.astype(np.int64))
-            if values.size and values[0] < 0:
-                raise ValueError(f"{what}: categories[{i}] holds a negative category id ({values[0]}); ids are >= 0")
-            if values.size > MAX_ITEM_CATEGORIES:
-                raise ValueError(f"{what}: item {i} is put in {values.size} categories; the limit is "
-                                 f"{MAX_ITEM_CATEGORIES} (give its most specific categories: ancestors are implied)")
+            values = item_categories(values, f"{what}: categories[{i}]")
             counts[i] = values.size
             parts.append(values)
         offsets = np.zeros(len(lists) + 1, np.int64)
@@ -147,7 +155,7 @@ class Taxonomy:
         direct = np.zeros(len(all_items), np.uint8)
         direct[: len(item_index)] = 1
         key = all_items * max(1, self.count) + all_graphs
-        order = np.lexsort((-direct, key))  # per pair, a direct entry first
+        order = np.lexsort((1 - direct, key))  # per pair, a direct entry first (direct is unsigned: no -direct)
         key = key[order]
         first = np.ones(len(key), bool)
         first[1:] = key[1:] != key[:-1]
