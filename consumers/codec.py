@@ -15,13 +15,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.descriptor_pb2 import FieldDescriptorProto
 
 from rtindex.api.v1.catalog_pb2 import CatalogChange, CategoryEdge
-from rtindex.core.categories import MAX_ITEM_CATEGORIES, ItemCategories
+from rtindex.core.categories import MAX_ITEM_CATEGORIES, ItemCategories, item_categories
 from rtindex.kernels.catalog_wire import (
     ACCEPTED,
     EDGE_FIELD_TYPES,
@@ -113,14 +114,20 @@ def encode_edge(child: int, parent: int, produced_at: float | None = None) -> tu
     return str(int(child)).encode(), edge.SerializeToString()
 
 
+def _parsed(message: Any, value: bytes | None) -> Any:
+    """``value`` parsed as a ``message`` (a generated protobuf class); Poison if it is not one."""
+    name = message.DESCRIPTOR.name
+    if value is None:
+        raise Poison(f"empty message value (a tombstone record?); send a serialized {name}")
+    try:
+        return message.FromString(value)
+    except Exception as exc:  # protobuf raises DecodeError, but be robust to anything
+        raise Poison(f"value is not a {name} protobuf: {exc}") from None
+
+
 def decode(key: bytes | None, value: bytes | None, dim: int) -> CatalogChange:
     """Parse and check one message; raises Poison with the reason."""
-    if value is None:
-        raise Poison("empty message value (a tombstone record?); send a serialized CatalogChange")
-    try:
-        change = CatalogChange.FromString(value)
-    except Exception as exc:  # protobuf raises DecodeError, but be robust to anything
-        raise Poison(f"value is not a CatalogChange protobuf: {exc}") from None
+    change = _parsed(CatalogChange, value)
     if change.op not in (UPSERT, DELETE):
         raise Poison(f"unknown op {change.op}; use UPSERT ({UPSERT}) or DELETE ({DELETE})")
     if not change.HasField("id"):
@@ -141,23 +148,17 @@ def decode(key: bytes | None, value: bytes | None, dim: int) -> CatalogChange:
 
 
 def _check_categories(categories: Iterable[int]) -> None:
-    values = np.unique(np.fromiter(categories, np.int64))
-    if len(values) and values[0] < 0:
-        raise Poison(f"category id {values[0]} is negative; category ids are >= 0")
-    if len(values) > MAX_ITEM_CATEGORIES:
-        raise Poison(f"the item is put in {len(values)} categories; the limit is {MAX_ITEM_CATEGORIES} (give its "
-                     "most specific categories: ancestors are implied)")
+    """The index's rules for an item's categories (``item_categories``), as a Poison."""
+    try:
+        item_categories(np.fromiter(categories, np.int64), "categories")
+    except ValueError as exc:
+        raise Poison(str(exc)) from None
 
 
 def decode_edge(key: bytes | None, value: bytes | None) -> CategoryEdge:
     """Parse and check one taxonomy edge; raises Poison with the reason. (Whether the
     taxonomy accepts it, e.g. no cycle, is the index's call when it is applied.)"""
-    if value is None:
-        raise Poison("empty message value (a tombstone record?); send a serialized CategoryEdge")
-    try:
-        edge = CategoryEdge.FromString(value)
-    except Exception as exc:  # protobuf raises DecodeError, but be robust to anything
-        raise Poison(f"value is not a CategoryEdge protobuf: {exc}") from None
+    edge = _parsed(CategoryEdge, value)
     if not edge.HasField("child"):
         raise Poison("missing child")
     if edge.child < 0:

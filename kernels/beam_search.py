@@ -256,15 +256,18 @@ def write_results(tables, nodes, scores, n, k, out_ids, out_scores, item_scratch
 
 
 @njit(nogil=True, cache=True, fastmath=True)
-def search_one(tables, query, mode, graph, k, ef, level_ef, scratch, out_ids, out_scores, out_stats):
-    """Full HNSW search of one query. Writes k external ids / similarities (best first,
-    -1 / -inf padded, one entry per item) and out_stats = [expansions, scored rows]."""
-    out_stats[0] = 0
-    out_stats[1] = 0
+def search_graph(tables, query, mode, graph, k, ef, level_ef, scratch, out_ids, out_scores, out_stats):
+    """Full HNSW search of one query in subgraph ``graph``. Writes k external ids /
+    similarities (best first, -1 / -inf padded, one entry per item) and adds
+    [expansions, scored rows] to out_stats; a subgraph these tables have no entry
+    point for (an unknown category) gives an empty, padded list."""
     n = scratch.res_key.shape[0]
     entry_nodes = scratch.pool_node[:n]
     entry_scores = scratch.pool_score[:n]
-    n_entries = descend_to_level(tables, query, mode, graph, 0, level_ef, entry_nodes, entry_scores, scratch, out_stats)
+    n_entries = 0
+    if 0 <= graph < tables.entry_node.shape[0]:
+        n_entries = descend_to_level(tables, query, mode, graph, 0, level_ef, entry_nodes, entry_scores, scratch,
+                                     out_stats)
     n_res = 0
     if n_entries > 0:
         n_res = beam_search_layer(
@@ -274,6 +277,14 @@ def search_one(tables, query, mode, graph, k, ef, level_ef, scratch, out_ids, ou
         if mode.half:
             rescore_exact(tables, query, mode.metric, mode.direct_rows, entry_nodes, entry_scores, n_res)
     return write_results(tables, entry_nodes, entry_scores, n_res, k, out_ids, out_scores, scratch.selected)
+
+
+@njit(nogil=True, cache=True, fastmath=True)
+def search_one(tables, query, mode, graph, k, ef, level_ef, scratch, out_ids, out_scores, out_stats):
+    """search_graph with out_stats = [expansions, scored rows] of this search alone."""
+    out_stats[0] = 0
+    out_stats[1] = 0
+    return search_graph(tables, query, mode, graph, k, ef, level_ef, scratch, out_ids, out_scores, out_stats)
 
 
 @njit(nogil=True, cache=True, fastmath=True)

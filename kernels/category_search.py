@@ -14,29 +14,7 @@ The lock-step search, whose scorer calls are the dear part, does share them.
 
 from numba import njit
 
-from .beam_search import beam_search_layer, descend_to_level, rescore_exact, write_results
-from .heaps import heap_drain_descending
-
-
-@njit(nogil=True, cache=True, fastmath=True)
-def _search_category(tables, query, mode, graph, k, ef, level_ef, scratch, out_ids, out_scores, out_stats):
-    """Best k items of one subgraph for one query into out_ids / out_scores (best first,
-    -1 / -inf padded up to k); expansions and rows scored added to out_stats."""
-    n = scratch.res_key.shape[0]
-    entry_nodes = scratch.pool_node[:n]
-    entry_scores = scratch.pool_score[:n]
-    n_res = 0
-    if 0 <= graph < tables.entry_node.shape[0]:
-        n_entries = descend_to_level(tables, query, mode, graph, 0, level_ef, entry_nodes, entry_scores, scratch,
-                                     out_stats)
-        if n_entries > 0:
-            n_res = beam_search_layer(
-                tables, query, mode, 0, ef, True, entry_nodes, entry_scores, n_entries, scratch, out_stats
-            )
-            n_res = heap_drain_descending(scratch.res_key, scratch.res_val, n_res, entry_scores, entry_nodes)
-            if mode.half:
-                rescore_exact(tables, query, mode.metric, mode.direct_rows, entry_nodes, entry_scores, n_res)
-    write_results(tables, entry_nodes, entry_scores, n_res, k, out_ids, out_scores, scratch.selected)
+from .beam_search import search_graph
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -55,5 +33,5 @@ def search_categories_queries(
         out_stats[i, 1] = 0
     for j in range(graphs.shape[0]):
         for i in range(start, stop):
-            _search_category(tables, queries[i], mode, graphs[j], ks[j], efs[j], level_ef, scratch, out_ids[i, j],
-                             out_scores[i, j], out_stats[i])
+            search_graph(tables, queries[i], mode, graphs[j], ks[j], efs[j], level_ef, scratch, out_ids[i, j],
+                         out_scores[i, j], out_stats[i])

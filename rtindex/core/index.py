@@ -496,14 +496,15 @@ class Index:
         cfg = self.config
         if execution not in ("auto", "per_query", "lockstep"):
             raise ValueError(f"search: execution must be auto, per_query or lockstep, got {execution!r}")
-        if categories is not None:
-            return self._search_categories(queries, k, ef, level_ef, categories, scorer, execution, deadline)
-        k, ef, widths, beam = validation.check_search_args(k, ef, level_ef, cfg.ef_search, cfg.max_level)
         if scorer is not None:
             if execution == "per_query":
                 raise ValueError("search: a custom scorer needs execution='lockstep' (or 'auto')")
             if not isinstance(scorer, Scorer):
                 raise ValueError("search: scorer must have prepare(queries) and score(state, query_index, rows)")
+        if categories is not None:
+            return self._search_categories(queries, k, ef, level_ef, categories, scorer, execution, deadline)
+        k, ef, widths, beam = validation.check_search_args(k, ef, level_ef, cfg.ef_search, cfg.max_level)
+        if scorer is not None:
             return search_lockstep(self._engine, scorer, queries, validation.batch_size(queries), k, ef, widths,
                                    deadline=deadline)
         q = validation.as_queries(queries, cfg.dim, cfg.metric)
@@ -527,10 +528,6 @@ class Index:
         efs[small] = np.maximum(efs[small], live[small])  # exhaustive: every live member is reached
         efs = efs.astype(np.int32)
         if scorer is not None:
-            if execution == "per_query":
-                raise ValueError("search: a custom scorer needs execution='lockstep' (or 'auto')")
-            if not isinstance(scorer, Scorer):
-                raise ValueError("search: scorer must have prepare(queries) and score(state, query_index, rows)")
             return search_categories_lockstep(cat, scorer, queries, validation.batch_size(queries), graphs, quotas,
                                               efs, widths, deadline)
         q = validation.as_queries(queries, cfg.dim, cfg.metric)
