@@ -54,6 +54,13 @@ class ServerProcess:
                     continue
         return out
 
+    def tail(self, lines: int = 40) -> str:
+        """The last lines this process wrote to its log: what to print when a test
+        gives up waiting on it."""
+        with open(self.log_path) as f:
+            f.seek(self._start)
+            return "".join(f.readlines()[-lines:])
+
     def kill(self) -> None:
         """SIGKILL: no drain, no final snapshot (a crash)."""
         self.proc.kill()

@@ -34,8 +34,14 @@ def _flags(bootstrap: str, topic: str, group: str, data: Path) -> tuple[str, ...
 
 def _caught_up(server: ServerProcess, timeout: float = 180) -> IndexClient:
     client = IndexClient(server.target, timeout=30)
-    client.wait_until_serving(timeout)  # SERVING once the lag reached 0
-    wait_until(lambda: client.stats()["kafka_lag_total"] == 0, timeout, "the Kafka lag to reach 0 (catch-up)")
+    try:
+        client.wait_until_serving(timeout)  # SERVING once the lag reached 0
+        wait_until(lambda: client.stats()["kafka_lag_total"] == 0, timeout, "the Kafka lag to reach 0 (catch-up)")
+    except Exception as exc:
+        counters = {}
+        with contextlib.suppress(Exception):
+            counters = {k: v for k, v in client.stats(timeout=5).items() if k.startswith(("kafka_", "items"))}
+        raise AssertionError(f"{exc}\ncounters: {counters}\nthe server's last log lines:\n{server.tail()}") from exc
     return client
 
 
