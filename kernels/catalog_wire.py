@@ -18,7 +18,8 @@ message: the caller allocates it once per batch, and nothing is allocated per me
 
 Wire format (protobuf encoding): a message is a sequence of (tag varint = field << 3 |
 wire type, payload); a scalar field seen twice keeps its last value (``codec.stamp``
-appends the producer time that way); unknown fields are skipped.
+appends the producer time that way); unknown fields are skipped. Tags and lengths are
+varints of at most 5 bytes (protobuf refuses longer ones), values of at most 10.
 
 The field numbers and op values come in as a ``WireLayout`` that the caller reads from
 the generated descriptor (kernels may not import rtindex.api), so a renumbered .proto
@@ -75,11 +76,12 @@ def _is_known(field, layout):
 
 
 @njit(nogil=True, cache=True)
-def _varint(buf, pos, end):
-    """(value as int64 two's complement, position after it); position -1 if malformed."""
+def _varint(buf, pos, end, max_bytes=10):
+    """(value as int64 two's complement, position after it); position -1 if malformed
+    (cut short, or longer than ``max_bytes``)."""
     result = np.uint64(0)
     shift = np.uint64(0)
-    for _ in range(10):
+    for _ in range(max_bytes):
         if pos >= end:
             return np.int64(0), -1
         byte = buf[pos]
@@ -89,6 +91,14 @@ def _varint(buf, pos, end):
             return np.int64(result), pos
         shift += np.uint64(7)
     return np.int64(0), -1
+
+
+@njit(nogil=True, cache=True)
+def _varint32(buf, pos, end):
+    """A tag or a length: protobuf reads them as 32-bit varints of at most 5 bytes and
+    refuses a longer one, even one padded with zero groups (e.g. 0x90 0x80 0x80 0x80 0x80
+    0x00 for field 2), so this parser must not accept it either."""
+    return _varint(buf, pos, end, 5)
 
 
 @njit(nogil=True, cache=True)
@@ -161,7 +171,7 @@ def _parse_one(values, start, length, keys, key_start, key_length, dim, layout, 
     embedding_length = 0
     categories = 0
     while pos < end:
-        tag, pos = _varint(values, pos, end)
+        tag, pos = _varint32(values, pos, end)
         if pos < 0 or tag <= 0 or tag > 0xFFFFFFFF:
             return FLAGGED, 0
         field = tag >> 3
@@ -190,7 +200,7 @@ def _parse_one(values, start, length, keys, key_start, key_length, dim, layout, 
                 return FLAGGED, 0  # a known field with an unexpected wire type
             # unknown fields: skipped
         elif wire_type == LENGTH_DELIMITED:
-            size, pos = _varint(values, pos, end)
+            size, pos = _varint32(values, pos, end)
             if pos < 0 or size < 0 or size > end - pos:
                 return FLAGGED, 0
             if field == layout.embedding:
@@ -273,7 +283,7 @@ def _parse_edge(values, start, length, keys, key_start, key_length, layout):
     has_child = False
     has_parent = False
     while pos < end:
-        tag, pos = _varint(values, pos, end)
+        tag, pos = _varint32(values, pos, end)
         if pos < 0 or tag <= 0 or tag > 0xFFFFFFFF:
             return FLAGGED, 0, 0, 0
         field = tag >> 3
@@ -296,7 +306,7 @@ def _parse_edge(values, start, length, keys, key_start, key_length, layout):
         elif known:  # a known field with an unexpected wire type
             return FLAGGED, 0, 0, 0
         elif wire_type == LENGTH_DELIMITED:
-            size, pos = _varint(values, pos, end)
+            size, pos = _varint32(values, pos, end)
             if pos < 0 or size < 0 or size > end - pos:
                 return FLAGGED, 0, 0, 0
             pos += size

@@ -34,7 +34,12 @@ def decode(tensor: index_pb2.Tensor, name: str) -> np.ndarray:
     if len(tensor.data) != expected:
         raise ValueError(f"feature {name!r}: shape {list(tensor.shape)} x {tensor.dtype} needs {expected} bytes, "
                          f"got {len(tensor.data)}")
-    return np.frombuffer(tensor.data, dtype).reshape(tuple(tensor.shape)).astype(dtype.newbyteorder("="))
+    try:
+        array = np.frombuffer(tensor.data, dtype).reshape(tuple(tensor.shape))
+    except ValueError as exc:  # numpy's own limits: more dimensions than it has, or (with a 0 in it) too big a shape
+        raise ValueError(f"feature {name!r}: shape {list(tensor.shape)} is not one numpy can hold ({exc}); "
+                         "send a batch-first tensor of a few dimensions, e.g. [batch, width]") from None
+    return array.astype(dtype.newbyteorder("="))
 
 
 def encode_all(features: Mapping[str, np.ndarray]) -> dict[str, index_pb2.Tensor]:
