@@ -7,7 +7,9 @@ and seed give the same graph) searched directly in this process.
 
 Prints markdown: single-query latency (one client, sequential) and throughput/latency
 with C concurrent clients, for single queries and batches of 64, with the overhead
-against in-process.
+against in-process; then acknowledged single-item upserts per second with the
+write-ahead log on and off (servers with a data directory, same run), and how many
+writes each fsync carried (group commit).
 
     scripts/bench.sh server                      # 100k x 128, 1 and 4 clients
     scripts/bench.sh server --n 20000 --seconds 3
@@ -19,6 +21,7 @@ import argparse
 import multiprocessing as mp
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -70,6 +73,52 @@ def grpc_load(target: str, queries: np.ndarray, clients: int, batch: int, ef: in
     return summarize(latencies, batch, seconds)
 
 
+def _writer_loop(target: str, dim: int, first_id: int, seconds: float, out: mp.Queue) -> None:
+    """Single-item upserts back to back (new ids, then refreshes), each acknowledged."""
+    rows = np.random.default_rng(first_id).standard_normal((1000, dim)).astype(np.float32)
+    latencies = []
+    with IndexClient(target, timeout=30) as client:
+        client.upsert([first_id], rows[:1])
+        end = time.perf_counter() + seconds
+        i = 0
+        while time.perf_counter() < end:
+            t0 = time.perf_counter()
+            client.upsert([first_id + i % 1000], rows[i % 1000 : i % 1000 + 1])
+            latencies.append(time.perf_counter() - t0)
+            i += 1
+    out.put(np.array(latencies))
+
+
+def write_load(wal: str, dim: int, threads: int, clients: int, seconds: float) -> dict[str, float]:
+    """Acknowledged single-item upserts/s of ``clients`` writer processes against a fresh
+    server with a data directory and the write-ahead log ``wal`` (on/off)."""
+    with tempfile.TemporaryDirectory(prefix="rtindex-bench-wal-") as data:
+        proc, port = serving.start_server("--dim", str(dim), "--metric", "ip", "--threads", str(threads),
+                                          "--data-dir", data, "--wal", wal, "--snapshot-interval-s", "0")
+        target = f"127.0.0.1:{port}"
+        try:
+            with IndexClient(target, timeout=60) as client:
+                client.wait_until_serving(300)
+            ctx = mp.get_context("spawn")
+            out: mp.Queue = ctx.Queue()
+            procs = [ctx.Process(target=_writer_loop, args=(target, dim, c * 1_000_000, seconds, out))
+                     for c in range(clients)]
+            for p in procs:
+                p.start()
+            latencies = np.concatenate([out.get(timeout=seconds + 120) for _ in procs])
+            for p in procs:
+                p.join()
+            with IndexClient(target) as client:
+                stats = client.stats()
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    result = summarize(latencies, 1, seconds)
+    fsyncs = stats.get("wal_fsyncs", 0)
+    result["writes_per_fsync"] = stats.get("wal_records", 0) / fsyncs if fsyncs else float("nan")
+    return result
+
+
 def inprocess(index: Index, queries: np.ndarray, batch: int, ef: int, seconds: float) -> dict[str, float]:
     return summarize(timed_searches(lambda q: index.search(q, k=10, ef=ef), queries, batch, seconds, 0), batch, seconds)
 
@@ -82,6 +131,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="index worker threads (server and in-process)")
     ap.add_argument("--clients", default="1,4", help="concurrent client processes to try")
     ap.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    ap.add_argument("--writers", default="1,8", help="concurrent writer processes for the write-ahead-log rows "
+                    "('' to skip them)")
     ap.add_argument("--out", default="bench/results/server.md")
     args = ap.parse_args()
 
@@ -117,6 +168,14 @@ def main() -> None:
                 if batch == 64:
                     summary.append(f"- batch-64 throughput with {c} client process(es): {remote['qps'] / local['qps']:.0%} of "
                                    "in-process (target >= 70%)")
+        write_rows = []
+        for c in (int(x) for x in args.writers.split(",") if x):
+            off = write_load("off", args.dim, args.threads, c, args.seconds)
+            on = write_load("on", args.dim, args.threads, c, args.seconds)
+            for wal, r in (("off", off), ("on", on)):
+                write_rows.append([wal, c, f"{r['qps']:,.0f}", f"{r['p50']:.3f}", f"{r['p99']:.3f}",
+                                   "-" if wal == "off" else f"{r['writes_per_fsync']:.1f}",
+                                   "-" if wal == "off" else f"{on['qps'] / off['qps']:.2f}x"])
         text = "\n".join([
             f"# rtindex server benchmark ({time.strftime('%Y-%m-%d %H:%M')})\n",
             f"{args.n:,} x {args.dim} clustered unit vectors, inner product, k=10, ef={args.ef}, index threads "
@@ -126,6 +185,14 @@ def main() -> None:
             "",
             "## Targets\n",
             *summary,
+            "",
+            "## Durable writes: the write-ahead log\n",
+            "Acknowledged single-item gRPC upserts from concurrent writer processes, servers with a data "
+            "directory (fresh each), `--wal on` (append + fdatasync before the answer, one per writer batch) "
+            "against `--wal off`, same run. The disk's fsync latency sets the floor; concurrent writers share "
+            "fsyncs (writes per fsync > 1).\n",
+            table(["--wal", "writers", "writes/s", "p50 ms", "p99 ms", "writes per fsync", "writes/s vs off"],
+                  write_rows) if write_rows else "(skipped)",
             "",
         ])
         write_report(args.out, text)

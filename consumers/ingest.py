@@ -32,7 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -58,7 +58,8 @@ class KafkaSettings:
     dlq_topic: str = ""  # default "<topic>.dlq"
     taxonomy_topic: str = ""  # CategoryEdge messages, read in full by every replica; default "<topic>.taxonomy"
     partitions: list[int] = field(default_factory=list)  # a shard's partitions (server mode); empty = all
-    client_config: dict[str, Any] = field(default_factory=dict)  # extra librdkafka settings
+    # extra librdkafka properties (SASL/SSL...: ServerConfig.kafka_config); may hold passwords, so not in repr
+    client_config: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def dead_letter_topic(self) -> str:
@@ -85,6 +86,16 @@ class IngestStats:
     latencies: deque = field(default_factory=deque)
 
 
+class IngestObserver(Protocol):
+    """Told of every batch of changes once it is searchable, on the ingestion thread (so:
+    quick): how the server's metrics (``rtindex.service.metrics.KafkaMetrics``) see the
+    ingestor without it importing them."""
+
+    def changes_applied(self, latencies_s: np.ndarray) -> None:
+        """latencies_s: float64[n], seconds from each change's production (the producer
+        time it carries) until it was searchable."""
+
+
 class KafkaIngestor:
     def __init__(self, index: Index, writer: Writer, settings: KafkaSettings,
                  on_ready: Callable[[], None] | None = None, start_offsets: dict[int, int] | None = None,
@@ -107,6 +118,7 @@ class KafkaIngestor:
         self.settings = settings
         self.on_ready = on_ready
         self.stats = IngestStats()
+        self.observer: IngestObserver | None = None  # told of every batch applied (the server's metrics)
         self.ready = threading.Event()
         self._stop = threading.Event()
         self._assigned = threading.Event()
@@ -179,7 +191,8 @@ class KafkaIngestor:
         s = self.settings
         consumer = self._consumer()
         dlq = Producer({"bootstrap.servers": s.bootstrap, "linger.ms": 5, **{
-            k: v for k, v in s.client_config.items() if k.startswith(("security.", "sasl.", "ssl."))}})
+            k: v for k, v in s.client_config.items()
+            if k.startswith(("security.", "sasl.", "ssl.", "enable.ssl."))}})
         self._taxonomy = TaxonomyFeed(s.bootstrap, s.category_topic, s.group, self._taxonomy_offsets,
                                       s.client_config)
         try:
@@ -376,6 +389,8 @@ class KafkaIngestor:
         while latencies[0][0] < now - 10.0:  # only the last 10 s are reported
             latencies.popleft()
         self.stats.batches += 1
+        if self.observer is not None:
+            self.observer.changes_applied(latencies[-1][1])
 
     def _submit(self, submit: Callable[[], Any]) -> Any:
         """Hand a batch to the writer; a full queue means wait (Kafka is the buffer)."""

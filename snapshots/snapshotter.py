@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from rtindex.core.index import Index
 from rtindex.snapshots.store import Progress, SnapshotInfo, SnapshotStore
@@ -23,10 +23,22 @@ from rtindex.snapshots.writer_process import SnapshotWriterProcess
 log = logging.getLogger("rtindex.snapshots")
 
 
+class SnapshotObserver(Protocol):
+    """Told of every snapshot written, on the snapshot thread: how the server's metrics
+    (``rtindex.service.metrics.SnapshotMetrics``) see snapshots without this package
+    importing them."""
+
+    def snapshot_written(self, info: SnapshotInfo) -> None:
+        """info: the snapshot's (``pause_seconds``, ``write_seconds``...)."""
+
+
 class Snapshotter:
     def __init__(self, index: Index, store: SnapshotStore, capture_with: Callable[[], dict[str, Any]] | None = None,
-                 interval: float = 0.0, every_ops: int = 0) -> None:
+                 interval: float = 0.0, every_ops: int = 0, after_write: Callable[[], None] | None = None) -> None:
+        """after_write: called after each snapshot is written (and older ones pruned),
+        e.g. to drop the write-ahead log it covers."""
         self.index = index
+        self.after_write = after_write
         self.store = store
         self.capture_with = capture_with
         self.interval = interval
@@ -34,6 +46,7 @@ class Snapshotter:
         self.last: SnapshotInfo | None = None
         self.taken = 0
         self.failed = 0
+        self.observer: SnapshotObserver | None = None  # told of every snapshot written (the server's metrics)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="rtindex-snapshot")
         self._writer = SnapshotWriterProcess()
         self._stop = threading.Event()
@@ -62,6 +75,13 @@ class Snapshotter:
                                             "write_seconds": round(info.write_seconds, 3)})
         self.last, self.taken = info, self.taken + 1
         self._last_at, self._last_ops = time.monotonic(), ops
+        if self.observer is not None:
+            self.observer.snapshot_written(info)
+        if self.after_write is not None:
+            try:
+                self.after_write()
+            except Exception:  # the snapshot is fine; what it allows to drop is dropped next time
+                log.exception("after a snapshot: cleaning up failed", extra={"seq": info.seq})
         return info
 
     # ------------------------------------------------------------------ periodic
@@ -89,12 +109,12 @@ class Snapshotter:
         self._writer.close()
 
     def counters(self) -> dict[str, float]:
+        """Snapshots taken and failed; once one was written, its figures too (age in
+        seconds, size in bytes, pause in ms, write in s)."""
+        out: dict[str, float] = {"snapshots_taken": self.taken, "snapshots_failed": self.failed}
         last = self.last
-        return {
-            "snapshots_taken": self.taken, "snapshots_failed": self.failed,
-            "snapshot_last_seq": last.seq if last else -1,
-            "snapshot_last_age_s": time.time() - last.created if last else -1.0,
-            "snapshot_last_bytes": last.bytes if last else 0,
-            "snapshot_last_pause_ms": last.pause_seconds * 1e3 if last else 0.0,
-            "snapshot_last_write_s": last.write_seconds if last else 0.0,
-        }
+        if last is not None:
+            out.update(snapshot_last_seq=last.seq, snapshot_last_age_s=time.time() - last.created,
+                       snapshot_last_bytes=last.bytes, snapshot_last_pause_ms=last.pause_seconds * 1e3,
+                       snapshot_last_write_s=last.write_seconds)
+        return out

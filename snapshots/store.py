@@ -72,7 +72,7 @@ def _crc(data: bytes | memoryview) -> int:
     return zlib.crc32(data) & 0xFFFFFFFF
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -196,7 +196,7 @@ class SnapshotStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path / MANIFEST)
-        _fsync_dir(path)
+        fsync_dir(path)
 
     def _prune(self, newest: int) -> None:
         """Keep the last ``keep`` valid snapshots; remove older ones and unfinished leftovers."""

@@ -56,8 +56,11 @@ def _newest_seq(data: Path) -> int:
 
 def _server_children(pid: int) -> list[int]:
     """Processes the server started: the snapshot helper and multiprocessing's resource tracker."""
-    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
-            for child in (task / "children").read_text().split()]
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended since the listing
+            children += [int(child) for child in (task / "children").read_text().split()]
+    return children
 
 
 def _gone(pid: int) -> bool:

@@ -5,12 +5,22 @@ Every call has a deadline (``timeout``, seconds). Errors come back as ``IndexCli
 subclasses that also derive from the matching built-in (``InvalidArgument`` is a
 ValueError, ``DeadlineExceeded`` a TimeoutError, ``Unavailable`` a ConnectionError), so
 code written against ``Index`` handles them the same way.
+
+Security (README: Running securely): ``api_key`` is sent with every call as
+``authorization: Bearer <key>``; ``tls_ca`` (or ``tls=True`` for the system's trusted CAs)
+connects over TLS, and ``tls_cert`` / ``tls_key`` present a client certificate (mutual
+TLS). A refused key raises ``Unauthenticated`` (missing or wrong) or ``PermissionDenied``
+(a read-only key on a write); both are PermissionErrors.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import time
+import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,8 +33,11 @@ from rtindex.core.results import DeleteResult, GetResult, SearchResult, UpsertRe
 
 __all__ = [
     "DeadlineExceeded", "DeleteResult", "FailedPrecondition", "GetResult", "IndexClient", "IndexClientError",
-    "InvalidArgument", "NotFound", "Overloaded", "SearchResult", "Unavailable", "UpsertResult",
+    "InvalidArgument", "NotFound", "Overloaded", "PermissionDenied", "SearchResult", "Unauthenticated",
+    "Unavailable", "UpsertResult", "check_api_key", "read_api_key_file", "read_pem",
 ]
+
+PemSource = str | os.PathLike[str] | bytes  # a path to a PEM file, or the PEM bytes themselves
 
 class IndexClientError(RuntimeError):
     """A call failed; ``code`` is the gRPC status code, the message says why."""
@@ -60,6 +73,14 @@ class FailedPrecondition(IndexClientError, RuntimeError):
     """The server cannot do this in its configuration (e.g. Snapshot without --data-dir)."""
 
 
+class Unauthenticated(IndexClientError, PermissionError):
+    """The server wants an API key and none, or a wrong one, was sent (``api_key=``)."""
+
+
+class PermissionDenied(IndexClientError, PermissionError):
+    """The key is valid but may not do this (a read-only key on a write)."""
+
+
 _ERRORS = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
     grpc.StatusCode.NOT_FOUND: NotFound,
@@ -67,7 +88,55 @@ _ERRORS = {
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.UNAVAILABLE: Unavailable,
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
 }
+
+_KEY_ALPHABET = re.compile(r"[!-~]+")  # printable ASCII without spaces: what a gRPC header value carries as is
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+def _is_local(target: str) -> bool:
+    """Whether a plaintext call to ``target`` stays on this machine."""
+    return target.startswith(("unix:", "unix-abstract:")) or target.rsplit(":", 1)[0] in _LOCAL_HOSTS
+
+
+def read_pem(source: PemSource, what: str = "") -> bytes:
+    """PEM bytes from a path (or the bytes given); ValueError naming the file (and
+    ``what`` it is for) otherwise."""
+    prefix = f"{what}: " if what else ""
+    if isinstance(source, bytes):
+        data = source
+    else:
+        try:
+            data = Path(source).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"{prefix}cannot read {source} ({exc.strerror}); give a readable PEM file") from None
+    if b"-----BEGIN " not in data:
+        raise ValueError(f"{prefix}{source if not isinstance(source, bytes) else 'the bytes given'} is not PEM (no "
+                         "-----BEGIN line); give the certificate or key in PEM format")
+    return data
+
+
+def check_api_key(key: str) -> None:
+    """ValueError unless ``key`` can travel as a header value (the message never repeats it)."""
+    if not _KEY_ALPHABET.fullmatch(key):
+        raise ValueError("an API key must be printable ASCII without spaces (a gRPC header value); check that no "
+                         "newline or quote came with it")
+
+
+def read_api_key_file(path: str | os.PathLike[str]) -> str:
+    """The API key in a file: its first line that is not blank or a # comment (a
+    server's key file may hold several; a client sends one)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the API key file {path} ({getattr(exc, 'strerror', None) or exc}); give a "
+                         "readable file holding the key") from None
+    for line in lines:
+        if line.strip() and not line.strip().startswith("#"):
+            return line.strip()
+    raise ValueError(f"the API key file {path} holds no key; write the key on a line of its own")
 
 
 def _int_list(values: Any, what: str, floor: int | None = None) -> list[int]:
@@ -84,27 +153,64 @@ def _int_list(values: Any, what: str, floor: int | None = None) -> list[int]:
     return arr.astype(np.int64).tolist()
 
 
+def _channel_credentials(tls: bool, ca: PemSource | None, cert: PemSource | None,
+                         key: PemSource | None) -> grpc.ChannelCredentials | None:
+    """TLS credentials, or None for a plaintext channel."""
+    if (cert is None) != (key is None):
+        raise ValueError("tls_cert and tls_key go together: give both (the client certificate and its private key) "
+                         "for mutual TLS, or neither")
+    if not (tls or ca is not None or cert is not None):
+        return None
+    return grpc.ssl_channel_credentials(
+        root_certificates=None if ca is None else read_pem(ca, "tls_ca"),
+        private_key=None if key is None else read_pem(key, "tls_key"),
+        certificate_chain=None if cert is None else read_pem(cert, "tls_cert"),
+    )
+
+
 def _raise(exc: grpc.RpcError) -> None:
     code = exc.code()  # type: ignore[attr-defined]
     raise _ERRORS.get(code, IndexClientError)(code, exc.details() or "")  # type: ignore[attr-defined]
 
 
 class IndexClient:
-    """Client of one rtindex server, e.g. ``IndexClient("127.0.0.1:50051")``."""
+    """Client of one rtindex server, e.g. ``IndexClient("127.0.0.1:50051")``, or over
+    TLS with a key: ``IndexClient("index.example:50051", api_key=key, tls_ca="ca.pem")``.
 
-    def __init__(self, target: str, timeout: float = 10.0, max_message_mb: int = 64) -> None:
+    api_key: sent with every call (``authorization: Bearer <key>``).
+    tls_ca: the CA certificate(s) that signed the server's certificate (a PEM path or
+    bytes); connects over TLS. tls: TLS verified against the system's trusted CAs
+    (implied by tls_ca, tls_cert). tls_cert, tls_key: this client's certificate and key,
+    for a server that requires mutual TLS."""
+
+    def __init__(self, target: str, timeout: float = 10.0, max_message_mb: int = 64, *, api_key: str | None = None,
+                 tls: bool = False, tls_ca: PemSource | None = None, tls_cert: PemSource | None = None,
+                 tls_key: PemSource | None = None) -> None:
         self.target = target
         self.timeout = timeout
         limit = max_message_mb * 1024 * 1024
-        self._channel = grpc.insecure_channel(
-            target, options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
-        )
+        options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        credentials = _channel_credentials(tls, tls_ca, tls_cert, tls_key)
+        self.tls = credentials is not None
+        # metadata rather than call credentials: those need a secure channel, and a key is
+        # also useful on a plaintext one (a local server, or TLS ended at a proxy)
+        self._metadata: tuple[tuple[str, str], ...] | None = None
+        if api_key is not None:
+            check_api_key(api_key)
+            self._metadata = (("authorization", f"Bearer {api_key}"),)
+            if not self.tls and not _is_local(target):
+                warnings.warn(f"IndexClient: the API key goes to {target} without TLS, readable on the network; "
+                              "pass tls_ca=... (or tls=True)", stacklevel=2)
+        if credentials is None:
+            self._channel = grpc.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.secure_channel(target, credentials, options=options)
         self._stub = index_pb2_grpc.IndexServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def _call(self, method: Any, request: Any, timeout: float | None) -> Any:
         try:
-            return method(request, timeout=self.timeout if timeout is None else timeout)
+            return method(request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             _raise(exc)
 
@@ -219,7 +325,7 @@ class IndexClient:
         total)`` gets the bytes written as it goes. Returns the snapshot's details (seq,
         path, items, size_bytes, pause_ms, write_seconds, kafka_offsets)."""
         try:
-            for update in self._stub.Snapshot(index_pb2.SnapshotRequest(), timeout=timeout):
+            for update in self._stub.Snapshot(index_pb2.SnapshotRequest(), timeout=timeout, metadata=self._metadata):
                 if update.done:
                     i = update.info
                     return {"seq": i.seq, "path": i.path, "items": i.items, "size_bytes": i.size_bytes,
@@ -252,6 +358,9 @@ class IndexClient:
 
     def close(self) -> None:
         self._channel.close()
+
+    def __repr__(self) -> str:  # never the key
+        return f"IndexClient({self.target!r}, tls={self.tls}, api_key={'set' if self._metadata else 'none'})"
 
     def __enter__(self) -> IndexClient:
         return self

@@ -144,6 +144,9 @@ class Index:
         self._write_lock = threading.Lock()
         # odd while a write changes what get() reads; a get that saw it move reads again
         self._publish_seq = 0
+        # the last write-ahead-log record applied (the server's WAL: a snapshot taken now
+        # covers every record up to it); set under the write lock with the write itself
+        self.log_seq = 0
         # queries reach it already normalised, so it scores with the plain inner product
         self._metric_scorer = MetricScorer("ip" if config.metric == "cosine" else config.metric, config.dim)
         self.device = "cpu" if gpu.attach(self._engine) is None else "cuda"
@@ -199,16 +202,18 @@ class Index:
 
     def upsert_prepared(self, ids: np.ndarray, rows: np.ndarray, versions: np.ndarray | None, *,
                         ef_construction: int | None = None,
-                        categories: ItemCategories | None = None) -> UpsertResult:
+                        categories: ItemCategories | None = None, log_seq: int | None = None) -> UpsertResult:
         """``upsert`` of a batch exactly as ``prepare_upsert`` (and ``prepare_categories``)
         returned it (the server's writer: its callers validated each write before
-        queueing it, so it is not checked twice)."""
+        queueing it, so it is not checked twice). ``log_seq``: the write-ahead-log record
+        this batch applies (see ``log_seq``)."""
         cfg = self.config
         ef = validation.as_ef_construction(ef_construction, cfg.ef_construction)
         engine = self._engine
         store = engine.store
         items = store.items
         with self._write_lock:
+            self._note_log_seq(log_seq)
             self._reclaim()
             slots = items.slots_of(ids)
             exists = slots >= 0
@@ -276,11 +281,14 @@ class Index:
         is greater than the stored one."""
         return self.delete_prepared(*self.prepare_delete(ids, versions))
 
-    def delete_prepared(self, ids: np.ndarray, versions: np.ndarray | None) -> DeleteResult:
-        """``delete`` of a batch exactly as ``prepare_delete`` returned it."""
+    def delete_prepared(self, ids: np.ndarray, versions: np.ndarray | None, *,
+                        log_seq: int | None = None) -> DeleteResult:
+        """``delete`` of a batch exactly as ``prepare_delete`` returned it (``log_seq``:
+        as in ``upsert_prepared``)."""
         engine = self._engine
         items = engine.store.items
         with self._write_lock:
+            self._note_log_seq(log_seq)
             self._reclaim()
             slots = items.slots_of(ids)
             known = slots >= 0
@@ -353,7 +361,7 @@ class Index:
             grown[: len(cat.graph_live)] = cat.graph_live
             cat.graph_live = grown
 
-    def set_category_parents(self, children: object, parents: object) -> int:
+    def set_category_parents(self, children: object, parents: object, *, log_seq: int | None = None) -> int:
         """Set the parent of each category in ``children`` to the one in ``parents``
         (int64 ids >= 0; -1 makes the category a root; a root needs no entry). Ids not
         seen before become categories. Members follow at once: an item in a category is
@@ -361,16 +369,24 @@ class Index:
         memberships (their nodes in the old ancestors go, nodes in the new ones are
         linked). Refuses a cycle, a category given two parents, a negative id, or more
         than ``MAX_TAXONOMY_DEPTH`` levels (ValueError; nothing changed). Returns the
-        number of items whose memberships changed."""
-        children = validation.as_category_ids(children, "set_category_parents", "children")
-        parents = validation.as_category_ids(parents, "set_category_parents", "parents", allow_root=True)
+        number of items whose memberships changed. ``log_seq``: as in ``upsert_prepared``."""
+        children, parents = self.prepare_category_parents(children, parents)
         with self._write_lock:
+            self._note_log_seq(log_seq)
             self._reclaim()
             moved = self._taxonomy.set_parents(children, parents)
             self._ensure_category_graphs()
             rebuilt = self._rebuild_memberships(moved)
             self._after_write()
             return rebuilt
+
+    def prepare_category_parents(self, children: object, parents: object) -> tuple[np.ndarray, np.ndarray]:
+        """Check and convert the arguments of ``set_category_parents`` (int64 arrays);
+        the rules that need the taxonomy (one parent each, cycles, depth) are checked
+        when it is applied. Raises ValueError saying what is wrong."""
+        children = validation.as_category_ids(children, "set_category_parents", "children")
+        parents = validation.as_category_ids(parents, "set_category_parents", "parents", allow_root=True)
+        return children, parents
 
     def category_parents(self) -> tuple[np.ndarray, np.ndarray]:
         """(children, parents): every edge of the taxonomy, as int64 category ids."""
@@ -422,6 +438,12 @@ class Index:
         oldest = self._engine.epochs.oldest_active()
         self._engine.store.reclaim(oldest)
         self._categories.store.reclaim(oldest)
+
+    def _note_log_seq(self, log_seq: int | None) -> None:
+        """Under the write lock: the write-ahead-log record being applied (a rejected one
+        counts too: replaying it would be rejected again)."""
+        if log_seq is not None:
+            self.log_seq = max(self.log_seq, log_seq)
 
     def _after_write(self) -> None:
         fix_entry_points(self._engine)

@@ -1,5 +1,11 @@
-"""The single writer: every write (gRPC, and later Kafka) is queued here and applied by
-one thread, in arrival order, in batches.
+"""The single writer: every write (gRPC, Kafka, a replayed write-ahead log) is queued
+here and applied by one thread, in arrival order, in batches.
+
+Durable writes (gRPC's: Kafka is its own log) go to a ``Journal`` (the server's
+write-ahead log, ``rtindex.snapshots.wal``) before they are applied: every durable write
+of a batch in one append and one fsync (group commit), so a write is on disk before it
+is acknowledged. The index records the last journal record applied (``Index.log_seq``)
+under its write lock, which tells a snapshot exactly which records it covers.
 
 Consecutive queued writes of the same kind are merged into one index call while their
 ids are disjoint — merging then cannot change the outcome of any id — which amortises
@@ -32,8 +38,10 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -48,14 +56,34 @@ class Overloaded(RuntimeError):
     """The write queue is full; retry later with backoff."""
 
 
+class JournalFailed(RuntimeError):
+    """A durable write could not be journaled (disk full, I/O error): it was not applied."""
+
+
 @dataclass
-class _Write:
-    kind: str  # "upsert" | "delete"
-    ids: np.ndarray
-    rows: np.ndarray | None
-    versions: np.ndarray | None
-    since: float | None  # time.time() when its oldest change was made; None: no freshness deadline
+class WriteRecord:
+    """One validated write, as a journal stores it."""
+
+    kind: str  # "upsert" | "delete" | "taxonomy"
+    ids: np.ndarray  # int64[n]; taxonomy: the child categories
+    rows: np.ndarray | None = None  # upserts: float32[n, dim] as stored
+    versions: np.ndarray | None = None  # int64[n] or None (unversioned)
     categories: ItemCategories | None = None  # upserts: categories per item (None: none)
+    parents: np.ndarray | None = None  # taxonomy: int64[n] parent of each child (-1: a root)
+
+
+class Journal(Protocol):
+    def append(self, records: Sequence[WriteRecord]) -> list[int]:
+        """Write ``records`` durably (one fsync), in order; returns their sequence
+        numbers. Raises OSError when they could not be written."""
+        ...
+
+
+@dataclass
+class _Write(WriteRecord):
+    since: float | None = None  # time.time() when its oldest change was made; None: no freshness deadline
+    durable: bool = False  # journal it before applying it
+    log_seq: int | None = None  # its journal record, once journaled (or when replayed from the journal)
     future: Future = field(default_factory=Future)
 
 
@@ -68,6 +96,17 @@ class WriterStats:
     reduced_ef_batches: int = 0  # upsert batches linked with a narrower beam (behind the freshness budget)
 
 
+class WriteObserver(Protocol):
+    """Told of every batch applied, on the writer thread (so: quick): how the server's
+    metrics (``rtindex.service.metrics.WriterMetrics``) see the writer without the core
+    importing them."""
+
+    def batch_applied(self, kind: str, requests: int, ids: int, seconds: float, reduced_ef: bool) -> None:
+        """kind: the batch's ("upsert", "delete", "taxonomy"); requests merged into it; ids
+        in it; seconds to apply it (until searchable); reduced_ef: linked with a narrower
+        beam."""
+
+
 _STOP = object()
 FIXED_COST_SHARE = 0.4  # of an insert's cost at the full beam, the part that does not shrink with the beam
 SMALL_BATCH_SHARE = 0.25  # a batch whose full-beam apply takes less than this share of the budget keeps the full beam
@@ -76,14 +115,17 @@ SMALL_BATCH_SHARE = 0.25  # a batch whose full-beam apply takes less than this s
 class Writer:
     def __init__(self, index: Index, queue_size: int = 1024, batch_ids: int = 65_536,
                  freshness_budget_s: float = 0.02, ef_construction_min: int = 64,
-                 reduced_ef_min_items: int = 20_000) -> None:
-        """freshness_budget_s: 0 = always the full ef_construction."""
+                 reduced_ef_min_items: int = 20_000, journal: Journal | None = None) -> None:
+        """freshness_budget_s: 0 = always the full ef_construction. journal: where durable
+        writes go before they are applied (None: nowhere; ``durable`` is then ignored)."""
         self.index = index
+        self.journal = journal
         self.batch_ids = batch_ids
         self.freshness_budget_s = freshness_budget_s
         self.ef_construction_min = ef_construction_min
         self.reduced_ef_min_items = reduced_ef_min_items
         self.stats = WriterStats()
+        self.observer: WriteObserver | None = None  # told of every batch applied (the server's metrics)
         # decayed sums over upsert batches: seconds, and ids weighted by their cost
         # relative to the full beam, so that seconds / ids is the cost of one id at it
         self._cost_seconds = 0.0
@@ -95,18 +137,37 @@ class Writer:
 
     # ------------------------------------------------------------------ submitting
     def upsert(self, ids: np.ndarray, rows: np.ndarray, versions: np.ndarray | None,
-               since: float | None = None, categories: ItemCategories | None = None) -> Future:
+               since: float | None = None, categories: ItemCategories | None = None,
+               durable: bool = False) -> Future:
         """Queue a validated upsert (see Index.prepare_upsert, prepare_categories);
         resolves to UpsertResult. since: when the oldest of these changes was made
         (time.time()), for a stream with a freshness deadline; None (gRPC writes, a
         stream catching up before it serves): no deadline, always the full
-        ef_construction. categories: the items' categories (None: none)."""
-        return self._submit(_Write("upsert", ids, rows, versions, None if since is None else _since(since),
-                                   categories))
+        ef_construction. categories: the items' categories (None: none). durable:
+        journaled before it is applied (a gRPC write; Kafka is its own log)."""
+        return self._submit(_Write("upsert", ids, rows, versions, categories,
+                                   since=None if since is None else _since(since), durable=durable))
 
-    def delete(self, ids: np.ndarray, versions: np.ndarray | None) -> Future:
+    def delete(self, ids: np.ndarray, versions: np.ndarray | None, durable: bool = False) -> Future:
         """Queue a validated delete (see Index.prepare_delete); resolves to DeleteResult."""
-        return self._submit(_Write("delete", ids, None, versions, None))
+        return self._submit(_Write("delete", ids, versions=versions, durable=durable))
+
+    def set_category_parents(self, children: np.ndarray, parents: np.ndarray, durable: bool = False) -> Future:
+        """Queue a taxonomy change (see Index.set_category_parents, which checks it when
+        applied); resolves to the number of items whose memberships changed. Through
+        the writer, so that it is journaled in the order it is applied."""
+        return self._submit(_Write("taxonomy", np.asarray(children, np.int64), parents=np.asarray(parents, np.int64),
+                                   durable=durable))
+
+    def replay(self, seq: int, record: WriteRecord, block: bool = True) -> Future:
+        """Queue a write read back from the journal (record ``seq``): applied as it was,
+        not journaled again. Waits for room in the queue unless ``block`` is False."""
+        write = _Write(record.kind, record.ids, record.rows, record.versions, record.categories, record.parents,
+                       log_seq=seq)
+        if not block:
+            return self._submit(write)
+        self._queue.put(write)
+        return write.future
 
     def _submit(self, write: _Write) -> Future:
         if self._closed:
@@ -142,7 +203,7 @@ class Writer:
             assert isinstance(first, _Write)
             batch = [first]
             ids = first.ids
-            while len(ids) < self.batch_ids:
+            while first.kind != "taxonomy" and len(ids) < self.batch_ids:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -152,13 +213,35 @@ class Writer:
                     break
                 batch.append(nxt)  # type: ignore[arg-type]
                 ids = np.concatenate([ids, nxt.ids])  # type: ignore[union-attr]
-            self._apply(batch)
+            batch = self._journal(batch)
+            if batch:
+                self._apply(batch)
+
+    def _journal(self, batch: list[_Write]) -> list[_Write]:
+        """Append the batch's durable writes to the journal (one fsync); a write that
+        could not be written fails (nothing of it applied) and leaves the batch."""
+        durable = [w for w in batch if w.durable and w.log_seq is None]
+        if self.journal is None or not durable:
+            return batch
+        try:
+            seqs = self.journal.append(durable)
+        except OSError as exc:
+            log.error("write-ahead log append failed; the writes were refused", extra={
+                "writes": len(durable), "error": str(exc)})
+            for w in durable:
+                w.future.set_exception(JournalFailed(
+                    f"{w.kind}: the write-ahead log could not be written ({exc}); nothing was applied. Free disk "
+                    "space or fix the data directory, then retry"))
+            return [w for w in batch if not w.durable]
+        for w, seq in zip(durable, seqs, strict=True):
+            w.log_seq = seq
+        return batch
 
     @staticmethod
     def _mergeable(first: _Write, nxt: object, ids: np.ndarray) -> bool:
         return (
             isinstance(nxt, _Write)
-            and nxt.kind == first.kind
+            and nxt.kind == first.kind != "taxonomy"
             and (nxt.versions is None) == (first.versions is None)
             and len(np.intersect1d(ids, nxt.ids, assume_unique=True)) == 0
         )
@@ -186,6 +269,7 @@ class Writer:
 
     def _apply(self, batch: list[_Write]) -> None:
         t0 = time.perf_counter()
+        reduced_before = self.stats.reduced_ef_batches  # _call_index counts a narrower beam
         try:
             outcomes = self._call_index(batch)
         except Exception as exc:
@@ -199,14 +283,27 @@ class Writer:
             return
         offset = 0
         for write in batch:
+            if write.kind == "taxonomy":
+                write.future.set_result(int(outcomes[0]))
+                continue
             write.future.set_result(_result(write, outcomes[offset : offset + len(write.ids)]))
             offset += len(write.ids)
+        seconds = time.perf_counter() - t0
         self.stats.batches += 1
         self.stats.requests += len(batch)
-        self.stats.ids += len(outcomes)
-        self.stats.apply_seconds += time.perf_counter() - t0
+        self.stats.ids += sum(len(w.ids) for w in batch)
+        self.stats.apply_seconds += seconds
+        if self.observer is not None:
+            self.observer.batch_applied(batch[0].kind, len(batch), sum(len(w.ids) for w in batch), seconds,
+                                        self.stats.reduced_ef_batches > reduced_before)
 
     def _call_index(self, batch: list[_Write]) -> np.ndarray:
+        """The index call of a batch: the outcome of each id (taxonomy: [items moved])."""
+        seqs = [w.log_seq for w in batch if w.log_seq is not None]
+        log_seq = max(seqs) if seqs else None
+        if batch[0].kind == "taxonomy":
+            moved = self.index.set_category_parents(batch[0].ids, batch[0].parents, log_seq=log_seq)
+            return np.array([moved], np.int64)
         ids = np.concatenate([w.ids for w in batch])
         versions = None if batch[0].versions is None else np.concatenate([w.versions for w in batch])  # type: ignore[misc]
         if batch[0].kind == "upsert":
@@ -219,12 +316,13 @@ class Writer:
                 categories = ItemCategories.concat([
                     ItemCategories.none(len(w.ids)) if w.categories is None else w.categories for w in batch
                 ])
-            result = self.index.upsert_prepared(ids, rows, versions, ef_construction=beam, categories=categories)
+            result = self.index.upsert_prepared(ids, rows, versions, ef_construction=beam, categories=categories,
+                                                log_seq=log_seq)
             if result.inserted + result.refreshed:
                 self._learn_cost(time.perf_counter() - t0, result.inserted + result.refreshed, beam)
             self.stats.reduced_ef_batches += beam < self.index.config.ef_construction
         else:
-            result = self.index.delete_prepared(ids, versions)
+            result = self.index.delete_prepared(ids, versions, log_seq=log_seq)
         assert result.outcome is not None
         return result.outcome
 

@@ -53,7 +53,7 @@ def _stats(args: argparse.Namespace) -> int:
     from rtindex.api.client import IndexClient, IndexClientError
 
     try:
-        with IndexClient(args.target, timeout=args.timeout) as client:
+        with IndexClient(args.target, timeout=args.timeout, **_client_security(args)) as client:
             stats = client.stats()
             stats["health"] = client.health()
     except IndexClientError as exc:
@@ -74,6 +74,65 @@ def _int_list(text: str) -> list[int]:
 
 
 _int_list.__name__ = "comma-separated integer list"  # argparse names the type in its error
+
+
+def _pem_file(path: str) -> bytes:
+    """A PEM file's bytes, read while the flags are parsed (a bad path is a usage error)."""
+    from rtindex.api.client import read_pem
+
+    try:
+        return read_pem(path)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _api_key_file(path: str) -> str:
+    from rtindex.api.client import read_api_key_file
+
+    try:
+        return read_api_key_file(path)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_client_security(parser: argparse.ArgumentParser) -> None:
+    """How a client command reaches a server started with API keys or TLS."""
+    group = parser.add_argument_group("security", "for a server started with API keys or TLS (README: Running "
+                                      "securely)")
+    key = group.add_mutually_exclusive_group()
+    key.add_argument("--api-key", help="API key sent with each call; a flag shows in ps, so prefer --api-key-file or "
+                     "the environment (RTINDEX_API_KEY, or RTINDEX_API_KEY_FILE naming a key file)")
+    key.add_argument("--api-key-file", dest="api_key_from_file", type=_api_key_file, metavar="FILE",
+                     help="file holding the API key (its first line that is not blank or a # comment)")
+    group.add_argument("--tls-ca", type=_pem_file, metavar="PEM",
+                       help="CA certificate(s) that signed the server's certificate: connect over TLS")
+    group.add_argument("--tls", action="store_true",
+                       help="connect over TLS, verifying the server with the system's trusted CAs")
+    group.add_argument("--tls-cert", type=_pem_file, metavar="PEM",
+                       help="this client's certificate, for a server that requires mutual TLS (with --tls-key)")
+    group.add_argument("--tls-key", type=_pem_file, metavar="PEM", help="the private key of --tls-cert")
+
+
+def _client_security(args: argparse.Namespace) -> dict[str, Any]:
+    """IndexClient's security arguments: the flags, else the key from the environment
+    (exits 2 saying what is wrong)."""
+    import os
+
+    from rtindex.api.client import check_api_key
+
+    try:
+        key = args.api_key or args.api_key_from_file or os.environ.get("RTINDEX_API_KEY") or None
+        if key is None and os.environ.get("RTINDEX_API_KEY_FILE"):
+            key = _api_key_file(os.environ["RTINDEX_API_KEY_FILE"])
+        if key is not None:
+            check_api_key(key)
+        if (args.tls_cert is None) != (args.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together (the client certificate and its private key)")
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        print(f"rtindex {args.command}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return {"api_key": key, "tls": args.tls, "tls_ca": args.tls_ca, "tls_cert": args.tls_cert,
+            "tls_key": args.tls_key}
 
 
 def _search(args: argparse.Namespace) -> int:
@@ -101,7 +160,7 @@ def _search(args: argparse.Namespace) -> int:
         return 2
     k: Any = args.k[0] if len(args.k) == 1 else args.k
     try:
-        with IndexClient(args.target, timeout=args.timeout) as client:
+        with IndexClient(args.target, timeout=args.timeout, **_client_security(args)) as client:
             res = client.search(queries, k=k, ef=args.ef or None, categories=args.categories)
     except (IndexClientError, ValueError) as exc:
         print(f"rtindex search: {args.target}: {exc}", file=sys.stderr)
@@ -170,7 +229,7 @@ def _categories_set(args: argparse.Namespace) -> int:
     children = [c for c, _ in edges]
     parents = [p for _, p in edges]
     try:
-        with IndexClient(args.target, timeout=args.timeout) as client:
+        with IndexClient(args.target, timeout=args.timeout, **_client_security(args)) as client:
             if args.replace:  # every other category that has a parent now becomes a root, in the same call
                 named = set(children)
                 old = [int(c) for c in client.category_parents()[0] if int(c) not in named]
@@ -187,7 +246,7 @@ def _categories_list(args: argparse.Namespace) -> int:
     from rtindex.api.client import IndexClient, IndexClientError
 
     try:
-        with IndexClient(args.target, timeout=args.timeout) as client:
+        with IndexClient(args.target, timeout=args.timeout, **_client_security(args)) as client:
             children, parents = client.category_parents()
     except IndexClientError as exc:
         print(f"rtindex categories list: {args.target}: {exc}", file=sys.stderr)
@@ -283,7 +342,7 @@ def _snapshot(args: argparse.Namespace) -> int:
 
     try:
         with _byte_progress(f"snapshot {args.target}") as progress, \
-                IndexClient(args.target, timeout=args.timeout) as client:
+                IndexClient(args.target, timeout=args.timeout, **_client_security(args)) as client:
             info = client.snapshot(progress, timeout=args.timeout)
     except IndexClientError as exc:
         print(f"rtindex snapshot: {args.target}: {exc}", file=sys.stderr)
@@ -307,7 +366,8 @@ def _restore(args: argparse.Namespace) -> int:
             i = store.info(seq)
             print(f"snapshot {seq:6d}  items {i.items:>12,}  {i.bytes / 2**20:10.1f} MiB  "
                   f"written {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(i.created))}  "
-                  f"kafka {json.dumps((i.extra.get('kafka') or {}).get('offsets', {}))}")
+                  f"kafka {json.dumps((i.extra.get('kafka') or {}).get('offsets', {}))}  "
+                  f"write-ahead log through {(i.extra.get('wal') or {}).get('seq', 0)}")
         except SnapshotError as exc:
             print(f"snapshot {seq:6d}  UNUSABLE: {exc}")
     candidates = [args.seq] if args.seq else list(reversed(seqs))
@@ -394,6 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--target", default="127.0.0.1:50051", help="server address host:port; default %(default)s")
     stats.add_argument("--timeout", type=float, default=5.0, help="seconds to wait; default %(default)s")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_client_security(stats)
     stats.set_defaults(func=_stats)
 
     search = sub.add_parser(
@@ -417,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "in its ancestors)")
     search.add_argument("--timeout", type=float, default=30.0, help="seconds to wait; default %(default)s")
     search.add_argument("--json", action="store_true", help="one JSON object per query (and category) per line")
+    _add_client_security(search)
     search.set_defaults(func=_search)
 
     categories = sub.add_parser(
@@ -443,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command, func in ((cat_set, _categories_set), (cat_list, _categories_list)):
         command.add_argument("--target", default="127.0.0.1:50051", help="server address host:port; default %(default)s")
         command.add_argument("--timeout", type=float, default=60.0, help="seconds to wait; default %(default)s")
+        _add_client_security(command)
         command.set_defaults(func=func)
 
     snapshot = sub.add_parser("snapshot", help="have a running server write a snapshot to its data directory now",
@@ -450,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "snapshot now; shows progress and prints the snapshot's details.")
     snapshot.add_argument("--target", default="127.0.0.1:50051", help="server address host:port; default %(default)s")
     snapshot.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait; default %(default)s")
+    _add_client_security(snapshot)
     snapshot.set_defaults(func=_snapshot)
 
     restore = sub.add_parser("restore", help="list, verify and load the snapshots of a data directory",

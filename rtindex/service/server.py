@@ -33,12 +33,15 @@ from rtindex.api.v1 import index_pb2, index_pb2_grpc
 from rtindex.core.categories import ItemCategories
 from rtindex.core.deadlines import SearchDeadlineExceeded
 from rtindex.core.index import Index
-from rtindex.core.writer import Overloaded, Writer
+from rtindex.core.writer import JournalFailed, Overloaded, Writer
 from rtindex.service.gcwatch import GcPauses
+from rtindex.service.metrics import ServerMetrics
+from rtindex.service.security import ServerSecurity
 from rtindex.service.settings import ServerConfig
 from rtindex.snapshots.restore import Restored, kafka_start_offsets, restore_newest
 from rtindex.snapshots.snapshotter import Snapshotter
 from rtindex.snapshots.store import SnapshotStore
+from rtindex.snapshots.wal import WriteAheadLog, covered_by, covered_by_every_kept, replay
 
 if TYPE_CHECKING:
     from rtindex.consumers.ingest import KafkaIngestor
@@ -54,6 +57,47 @@ class _Reject(Exception):
         self.code = code
 
 
+class _Undecodable:
+    """A request whose bytes are not a valid protobuf message of the method's type: the
+    method answers INVALID_ARGUMENT (gRPC's own deserializer failure is INTERNAL)."""
+
+    def __init__(self, message: str, error: Exception) -> None:
+        self.message, self.error = message, error
+
+    def reject(self, method: str) -> ValueError:
+        return ValueError(f"{method}: the request is not a valid {self.message} protobuf ({self.error}); send a "
+                          f"serialized {self.message}")
+
+
+def _lenient(message_class: Any) -> Callable[[bytes], Any]:
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return message_class.FromString(raw)
+        except Exception as exc:  # DecodeError, or invalid UTF-8 in a string field
+            return _Undecodable(message_class.DESCRIPTOR.full_name, exc)
+
+    return deserialize
+
+
+def add_index_service(servicer: IndexServicer, server: grpc.Server) -> None:
+    """``index_pb2_grpc.add_IndexServiceServicer_to_server`` with lenient request
+    deserializers (``_Undecodable``)."""
+    handlers = {}
+    for method in index_pb2.DESCRIPTOR.services_by_name["IndexService"].methods:
+        make = (grpc.unary_stream_rpc_method_handler if method.server_streaming else
+                grpc.unary_unary_rpc_method_handler)
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(getattr(index_pb2, method.input_type.name)),
+            response_serializer=getattr(index_pb2, method.output_type.name).SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+class _QueuedWriteDeadline(_Reject):
+    """A write's deadline passed while it was queued: it may still be applied."""
+
+
 def _seconds_left(context: grpc.ServicerContext) -> float | None:
     """The call's remaining time, or None without a deadline (grpc then reports an
     enormous number, which timed waits cannot take)."""
@@ -66,44 +110,45 @@ def _rpc(method: Callable[[IndexServicer, Any, grpc.ServicerContext], Any]) -> C
     name = method.__name__
 
     def wrapper(self: IndexServicer, request: Any, context: grpc.ServicerContext) -> Any:
-        remaining = _seconds_left(context)
-        if remaining is not None and remaining <= 0:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"{name}: the deadline passed before the call started")
+        # every answer is observed once, with its status code (rtindex_rpc_duration_seconds)
         t0 = time.perf_counter()
+        code, message = grpc.StatusCode.OK, ""
         try:
-            response = method(self, request, context)
+            if isinstance(request, _Undecodable):
+                raise request.reject(name)
+            remaining = _seconds_left(context)
+            if remaining is not None and remaining <= 0:
+                raise _Reject(grpc.StatusCode.DEADLINE_EXCEEDED, f"{name}: the deadline passed before the call started")
+            return method(self, request, context)
         except _Reject as exc:
-            self.counters[f"rpc_{name}_rejected"] += 1
-            context.abort(exc.code, str(exc))
+            code, message = exc.code, str(exc)
+            if isinstance(exc, _QueuedWriteDeadline):
+                self.metrics.queued_write_deadline_exceeded(name)
         except ValueError as exc:  # the request broke a rule of the wire, the limits or the index
-            self.counters[f"rpc_{name}_rejected"] += 1
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         except Overloaded as exc:
-            self.counters[f"rpc_{name}_overloaded"] += 1
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
         except SearchDeadlineExceeded as exc:  # the work was abandoned, not finished late
-            self.counters[f"rpc_{name}_deadline_exceeded"] += 1
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
-        self.counters[f"rpc_{name}_ok"] += 1
-        self.counters[f"rpc_{name}_seconds"] += time.perf_counter() - t0
-        return response
+            code, message = grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
+        except JournalFailed as exc:  # not applied: safe to retry once the disk is fixed
+            code, message = grpc.StatusCode.UNAVAILABLE, str(exc)
+        except BaseException:  # the method aborted the call itself, or a bug (gRPC answers UNKNOWN)
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            self.metrics.observe_rpc(name, code.name, time.perf_counter() - t0)
+        context.abort(code, message)
 
     wrapper.__name__ = name
     return wrapper
 
 
-class _Counters(dict):  # type: ignore[type-arg]
-    def __missing__(self, key: str) -> float:
-        return 0.0
-
-
 class IndexServicer(index_pb2_grpc.IndexServiceServicer):
-    def __init__(self, index: Index, writer: Writer, config: ServerConfig) -> None:
+    def __init__(self, index: Index, writer: Writer, config: ServerConfig, metrics: ServerMetrics) -> None:
         self.index = index
         self.writer = writer
         self.config = config
-        self.counters: _Counters = _Counters()
-        self.extra_counters: list[Callable[[], dict[str, float]]] = []  # e.g. Kafka ingestion
+        self.metrics = metrics  # every RPC is observed there; Stats reads it
         self.snapshotter: Snapshotter | None = None
         self.scorer: Any = None  # a neural scorer (rtindex.core.neural.SavedModelScorer) or None: the index metric
 
@@ -221,7 +266,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         try:
             return future.result(timeout=_seconds_left(context))
         except futures.TimeoutError:
-            raise _Reject(
+            raise _QueuedWriteDeadline(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"{what}: the deadline passed while the write was queued; it may still be applied — retry with "
                 "the same versions to make the retry harmless",
@@ -233,7 +278,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
             self._ids(request.ids, "upsert"), self._matrix(request.embeddings, request.dim, "upsert"),
             self._versions(request.versions))
         categories = self._item_categories(request.categories, len(ids))
-        result = self._wait(self.writer.upsert(ids, rows, versions, categories=categories), context, "upsert")
+        result = self._wait(self.writer.upsert(ids, rows, versions, categories=categories, durable=True), context,
+                            "upsert")
         return index_pb2.UpsertResponse(
             inserted=result.inserted, refreshed=result.refreshed, skipped_stale=result.skipped_stale
         )
@@ -241,7 +287,7 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     @_rpc
     def Delete(self, request: index_pb2.DeleteRequest, context: grpc.ServicerContext) -> index_pb2.DeleteResponse:
         ids, versions = self.index.prepare_delete(self._ids(request.ids, "delete"), self._versions(request.versions))
-        result = self._wait(self.writer.delete(ids, versions), context, "delete")
+        result = self._wait(self.writer.delete(ids, versions, durable=True), context, "delete")
         return index_pb2.DeleteResponse(
             deleted=result.deleted, unknown_ids=result.unknown_ids.tolist(), skipped_stale=result.skipped_stale
         )
@@ -257,8 +303,10 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
     @_rpc
     def SetCategoryParents(self, request: index_pb2.SetCategoryParentsRequest,
                            context: grpc.ServicerContext) -> index_pb2.SetCategoryParentsResponse:
-        moved = self.index.set_category_parents(np.asarray(request.children, np.int64),
-                                                np.asarray(request.parents, np.int64))
+        children, parents = self.index.prepare_category_parents(np.asarray(request.children, np.int64),
+                                                                np.asarray(request.parents, np.int64))
+        moved = self._wait(self.writer.set_category_parents(children, parents, durable=True), context,
+                           "set_category_parents")
         log.info("taxonomy changed", extra={"edges": len(request.children), "items_moved": moved})
         return index_pb2.SetCategoryParentsResponse(items_moved=moved)
 
@@ -270,7 +318,12 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
 
     def Snapshot(self, request: index_pb2.SnapshotRequest,
                  context: grpc.ServicerContext) -> Iterator[index_pb2.SnapshotProgress]:
+        t0 = time.perf_counter()
+        if isinstance(request, _Undecodable):
+            self.metrics.observe_rpc("Snapshot", grpc.StatusCode.INVALID_ARGUMENT.name, time.perf_counter() - t0)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(request.reject("Snapshot")))
         if self.snapshotter is None:
+            self.metrics.observe_rpc("Snapshot", grpc.StatusCode.FAILED_PRECONDITION.name, time.perf_counter() - t0)
             context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                           "Snapshot: this server has no data directory; start it with --data-dir D to take snapshots")
         updates: queue.Queue[tuple[int, int]] = queue.Queue()
@@ -284,9 +337,9 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         try:
             info = future.result()
         except Exception as exc:
-            self.counters["rpc_Snapshot_failed"] += 1
+            self.metrics.observe_rpc("Snapshot", grpc.StatusCode.INTERNAL.name, time.perf_counter() - t0)
             context.abort(grpc.StatusCode.INTERNAL, f"Snapshot failed: {exc} (details in the server log)")
-        self.counters["rpc_Snapshot_ok"] += 1
+        self.metrics.observe_rpc("Snapshot", grpc.StatusCode.OK.name, time.perf_counter() - t0)
         offsets = {int(p): int(o) for p, o in (info.extra.get("kafka") or {}).get("offsets", {}).items()}
         yield index_pb2.SnapshotProgress(done=True, info=index_pb2.SnapshotInfo(
             seq=info.seq, path=str(info.path), items=info.items, size_bytes=info.bytes,
@@ -294,19 +347,11 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
 
     @_rpc
     def Stats(self, request: index_pb2.StatsRequest, context: grpc.ServicerContext) -> index_pb2.StatsResponse:
-        stats = self.index.stats()
-        counters = {k: float(v) for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        counters.update({f"server_{k}": float(v) for k, v in self.counters.items()})
-        w = self.writer.stats
-        counters.update(
-            write_queue_depth=self.writer.queue_depth, write_batches=w.batches, write_requests=w.requests,
-            write_ids=w.ids, write_apply_seconds=w.apply_seconds, write_reduced_ef_batches=w.reduced_ef_batches,
-        )
-        for source in self.extra_counters:
-            counters.update(source())
+        counters = self.metrics.stats()  # a view of the metrics registry (rtindex.service.metrics)
+        cfg = self.index.config
         return index_pb2.StatsResponse(
-            items=stats["items"], dim=stats["dim"], metric=stats["metric"], memory_bytes=stats["memory_bytes"],
-            counters=counters,
+            items=int(counters.get("items", len(self.index))), dim=cfg.dim, metric=cfg.metric,
+            memory_bytes=int(counters.get("memory_bytes", 0)), counters=counters,
         )
 
 
@@ -337,6 +382,8 @@ class IndexServer:
 
     def __init__(self, config: ServerConfig, index: Index | None = None) -> None:
         self.config = config
+        self.metrics = ServerMetrics()  # this server's registry: /metrics (--metrics-port) and Stats read it
+        self.security = ServerSecurity(config)  # first: a bad key or certificate file stops us before a restore
         self.store: SnapshotStore | None = None
         self.restored: Restored | None = None
         if config.data_dir:
@@ -348,21 +395,30 @@ class IndexServer:
                                                dim=config.dim)
                 index = self.restored.index if self.restored else None
         self.index = index if index is not None else Index.from_config(config.index_config())
+        if self.restored is not None:
+            self.index.log_seq = covered_by(self.restored.info)
+        self.wal = self._open_wal()
         self.writer = Writer(self.index, config.write_queue, config.write_batch,
                              freshness_budget_s=config.freshness_budget_ms / 1000,
-                             ef_construction_min=config.ef_construction_min)
+                             ef_construction_min=config.ef_construction_min, journal=self.wal)
+        self.writer.observer = self.metrics.writer
+        if self.wal is not None:  # acknowledged writes the snapshot does not hold
+            replay(self.wal, self.writer, after=self.index.log_seq)
         self.health = health.HealthServicer()
-        self.servicer = IndexServicer(self.index, self.writer, config)
+        self.servicer = IndexServicer(self.index, self.writer, config, self.metrics)
+        self.metrics.watch_index(self.index.stats, lambda: self.writer.queue_depth)
         self.servicer.scorer = load_scorer(config.scorer, self.index.config.dim)
         self.gc_pauses = GcPauses().install()
-        self.servicer.extra_counters.append(self.gc_pauses.counters)
+        self.metrics.watch_gc(self.gc_pauses)
         limit = config.max_message_mb * 1024 * 1024
         self.grpc_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.grpc_threads, thread_name_prefix="rtindex-rpc"),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
             options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)],
+            interceptors=self.security.interceptors(),
         )
-        index_pb2_grpc.add_IndexServiceServicer_to_server(self.servicer, self.grpc_server)
+        self.metrics.watch_auth(self.security.counters)
+        add_index_service(self.servicer, self.grpc_server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -388,24 +444,51 @@ class IndexServer:
             self.ingestor = KafkaIngestor(self.index, self.writer, kafka, on_ready=self.mark_ready,
                                           start_offsets=start,
                                           taxonomy_offsets=resume_offsets(captured, kafka.category_topic))
-            self.servicer.extra_counters.append(self.ingestor.counters)
+            self.metrics.watch_kafka(self.ingestor)
         self.snapshotter: Snapshotter | None = None
         if self.store is not None:
             self.snapshotter = Snapshotter(
                 self.index, self.store, self._capture_offsets,
-                interval=config.snapshot_interval_s, every_ops=config.snapshot_every_ops)
+                interval=config.snapshot_interval_s, every_ops=config.snapshot_every_ops,
+                after_write=self._snapshot_written)
             self.servicer.snapshotter = self.snapshotter
-            self.servicer.extra_counters.append(self._snapshot_counters)
+            self.metrics.watch_snapshots(self.snapshotter)
+        if self.restored is not None:
+            self.metrics.watch_restore(self.restored.info.seq, self.restored.seconds)
+        self.metrics_port: int | None = None  # where GET /metrics is served once started (None: not served)
+
+    def _open_wal(self) -> WriteAheadLog | None:
+        """The write-ahead log of the data directory (with ``wal`` on). With it off, a
+        log holding records the snapshot lacks refuses the start: they were
+        acknowledged."""
+        if self.store is None:
+            return None
+        directory, covered = self.store.data_dir / "wal", self.index.log_seq
+        if self.config.wal == "on":
+            return WriteAheadLog(directory, covered, segment_bytes=self.config.wal_segment_mb << 20,
+                                 metrics=self.metrics.wal())
+        if directory.is_dir():
+            pending = WriteAheadLog(directory, covered)
+            pending.close()
+            if pending.last_seq > covered:
+                raise RuntimeError(
+                    f"{directory} holds {pending.last_seq - covered} acknowledged write(s) the newest snapshot lacks, "
+                    "and the write-ahead log is off: start once with --wal on (it replays them; a snapshot then "
+                    "covers them), or delete that directory to drop them")
+        return None
 
     def _capture_offsets(self) -> dict[str, Any]:
-        """Stored in each snapshot: the Kafka offsets its state reflects."""
-        return {"kafka": self.ingestor.applied_offsets()} if self.ingestor is not None else {}
-
-    def _snapshot_counters(self) -> dict[str, float]:
-        out = self.snapshotter.counters() if self.snapshotter else {}
-        if self.restored is not None:
-            out.update(restored_from_seq=self.restored.info.seq, restore_seconds=self.restored.seconds)
+        """Stored in each snapshot (read under the index's write lock, with its state):
+        the Kafka offsets and the last write-ahead-log record its state reflects."""
+        out: dict[str, Any] = {"wal": {"seq": self.index.log_seq}}
+        if self.ingestor is not None:
+            out["kafka"] = self.ingestor.applied_offsets()
         return out
+
+    def _snapshot_written(self) -> None:
+        """Drop the log segments every kept snapshot covers."""
+        if self.wal is not None and self.store is not None:
+            self.wal.truncate_through(covered_by_every_kept(self.store))
 
     def _set_health(self, status: int) -> None:
         for name in ("", SERVICE_NAME):
@@ -413,16 +496,21 @@ class IndexServer:
 
     def start(self) -> int:
         address = f"{self.config.host}:{self.config.port}"
-        self.port = self.grpc_server.add_insecure_port(address)
+        self.port = self.security.add_port(self.grpc_server, address)  # TLS when configured
         if self.port == 0:
             raise OSError(f"cannot listen on {address}: the port is taken or the address is not local")
+        metrics_host = self.config.metrics_host or self.config.host
+        if self.config.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve(metrics_host, self.config.metrics_port)
         self.grpc_server.start()
         if self.snapshotter is not None:
             self.snapshotter.start()
         if self.ingestor is not None:
             self.ingestor.start()  # marks the server ready once it has caught up
+        metrics = ({"metrics": f"http://{metrics_host}:{self.metrics_port}/metrics"}
+                   if self.metrics_port is not None else {})
         log.info("listening", extra={"address": f"{self.config.host}:{self.port}", "dim": self.index.config.dim,
-                                     "metric": self.index.config.metric, "items": len(self.index)})
+                                     "metric": self.index.config.metric, "items": len(self.index), **metrics})
         if not self._kernels_ready:
             threading.Thread(target=self._warm_up, name="rtindex-warmup", daemon=True).start()
         return self.port
@@ -469,10 +557,13 @@ class IndexServer:
         self.grpc_server.stop(grace).wait()
         self.writer.close()
         if self.snapshotter is not None:
-            self.snapshotter.close(final=True)  # a clean restart needs no replay
+            self.snapshotter.close(final=True)  # a clean restart needs no replay (the log it covers goes)
+        if self.wal is not None:
+            self.wal.close()
         if self.store is not None:
             self.store.unlock()
         self.gc_pauses.uninstall()
+        self.metrics.close()  # last: scrapes during the drain are answered
         log.info("stopped", extra={"items": len(self.index)})
 
     def run_until_signal(self) -> None:

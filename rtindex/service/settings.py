@@ -27,11 +27,21 @@ def _opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
+def _secret(help: str) -> Any:
+    """A setting that may hold a secret: left out of repr(config) (hence of logs and
+    tracebacks that print the config)."""
+    return field(default="", repr=False, metadata={"help": help})
+
+
 @dataclass
 class ServerConfig:
     # where to listen
     host: str = _opt("127.0.0.1", "address to listen on (0.0.0.0 for all interfaces)")
     port: int = _opt(50051, "gRPC port (0 = pick a free one)")
+    metrics_port: int = _opt(-1, "HTTP port of the Prometheus endpoint GET /metrics (README: Metrics); -1 = no "
+                             "endpoint (Stats still reports), 0 = pick a free one (the 'listening' log line says "
+                             "which)")
+    metrics_host: str = _opt("", "address the metrics endpoint listens on; empty = the same as host")
     # the index
     dim: int = _opt(0, "embedding dimension (required)")
     metric: str = _opt("ip", "similarity: ip, cosine or l2")
@@ -79,6 +89,11 @@ class ServerConfig:
     kafka_batch_ms: int = _opt(20, "when nothing is fetched yet, how long one poll waits for the first message, ms")
     kafka_ready_lag: int = _opt(1_000, "at start-up, health is NOT_SERVING until the consumer lag is below this")
     kafka_partitions: str = _opt("", "partitions this server consumes, e.g. 0,1 (a shard); empty = all")
+    kafka_config: str = _secret("extra librdkafka properties for the Kafka clients, key=value,key=value, e.g. "
+                                "security.protocol=SASL_SSL,sasl.mechanisms=SCRAM-SHA-512,sasl.username=rtindex,"
+                                "ssl.ca.location=/etc/kafka/ca.pem; put passwords in kafka_config_file")
+    kafka_config_file: str = _opt("", "file of librdkafka properties, one key=value per line (# comments), e.g. "
+                                      "sasl.password=...; its entries override kafka_config")
     # snapshots (off unless data_dir is set)
     data_dir: str = _opt("", "directory of RocksDB snapshots: at start-up the newest valid one is loaded and Kafka "
                          "replays from its offsets; snapshots are written there periodically, on demand and at "
@@ -86,6 +101,26 @@ class ServerConfig:
     snapshot_keep: int = _opt(3, "snapshots kept in data_dir (older ones are removed)")
     snapshot_interval_s: float = _opt(600.0, "seconds between periodic snapshots (0 = none)")
     snapshot_every_ops: int = _opt(0, "also snapshot after this many applied writes (0 = not by count)")
+    wal: str = _opt("on", "on: with data_dir, gRPC writes are appended to a write-ahead log (<data_dir>/wal) and "
+                    "fsynced before they are acknowledged, and replayed at start-up on top of the newest snapshot; "
+                    "off: for Kafka-only deployments (the topic is the log; gRPC writes are then durable only as "
+                    "of the last snapshot)")
+    wal_segment_mb: int = _opt(64, "size at which the write-ahead log starts a new segment file, MiB (segments "
+                                   "every kept snapshot covers are removed)")
+    # security (README: Running securely); off by default: plaintext, no keys
+    tls_cert: str = _opt("", "PEM file of the server's certificate chain: with tls_key, gRPC is served over TLS only")
+    tls_key: str = _opt("", "PEM file of the (unencrypted) private key of tls_cert")
+    tls_client_ca: str = _opt("", "PEM file of the CA(s) that sign client certificates: mutual TLS, clients without "
+                                  "such a certificate cannot connect (needs tls_cert)")
+    api_key: str = _secret("read-write API key: every call but health must then carry a key (metadata "
+                           "'authorization: Bearer KEY' or 'x-api-key: KEY'); prefer api_key_file or the "
+                           "environment: a flag shows in ps")
+    api_key_file: str = _opt("", "file of read-write API keys, one per line (# comments; several keys allow "
+                                 "rotation); instead of api_key")
+    read_only_api_key: str = _secret("API key that may only call Search, Get, Stats, CategoryParents and "
+                                     "reflection (writes: PERMISSION_DENIED); with read-only keys and no read-write "
+                                     "key, no call can write over gRPC (a replica fed by Kafka)")
+    read_only_api_key_file: str = _opt("", "file of read-only API keys, one per line; instead of read_only_api_key")
     # logs
     log_level: str = _opt("info", "debug, info, warning or error")
     log_format: str = _opt("json", "json (one object per line) or text")
@@ -94,6 +129,9 @@ class ServerConfig:
         problems = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0..65535, got {self.port}")
+        if not -1 <= self.metrics_port <= 65535:
+            problems.append(f"metrics_port must be -1 (no endpoint), 0 (a free port) or a port up to 65535, got "
+                            f"{self.metrics_port}")
         for name in ("grpc_threads", "max_concurrent_rpcs", "max_message_mb", "max_queries", "max_k", "max_ef",
                      "max_write_ids", "write_queue", "write_batch", "kafka_batch", "kafka_batch_ms"):
             if getattr(self, name) < 1:
@@ -110,14 +148,33 @@ class ServerConfig:
             problems.append(f"gil_switch_ms must be > 0, got {self.gil_switch_ms}")
         if self.grace_seconds < 0:
             problems.append(f"grace_seconds must be >= 0, got {self.grace_seconds}")
+        if self.wal not in ("on", "off"):
+            problems.append(f"wal must be on or off, got {self.wal!r}")
+        if self.wal_segment_mb < 1:
+            problems.append(f"wal_segment_mb must be >= 1, got {self.wal_segment_mb}")
         if self.warm_up not in ("on", "off"):
             problems.append(f"warm_up must be on or off, got {self.warm_up!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             problems.append(f"log_level must be debug, info, warning or error, got {self.log_level!r}")
         if self.log_format not in ("json", "text"):
             problems.append(f"log_format must be json or text, got {self.log_format!r}")
+        problems += self._security_problems()
         if problems:
             raise ValueError("invalid server configuration: " + "; ".join(problems))
+
+    def _security_problems(self) -> list[str]:
+        """How the security settings contradict each other (the files are read by the
+        server: rtindex.service.security). Never quotes a key."""
+        problems = []
+        if bool(self.tls_cert) != bool(self.tls_key):
+            problems.append("tls_cert and tls_key go together: give both (the certificate chain and its private key) "
+                            "or neither")
+        if self.tls_client_ca and not self.tls_cert:
+            problems.append("tls_client_ca (mutual TLS) needs TLS: set tls_cert and tls_key too")
+        for name in ("api_key", "read_only_api_key"):
+            if getattr(self, name) and getattr(self, f"{name}_file"):
+                problems.append(f"{name} and {name}_file are both set; give the key one way")
+        return problems
 
     def kafka_settings(self) -> KafkaSettings | None:
         if not self.kafka_bootstrap:
@@ -127,8 +184,14 @@ class ServerConfig:
         return KafkaSettings(
             bootstrap=self.kafka_bootstrap, topic=self.kafka_topic, group=self.kafka_group, batch=self.kafka_batch,
             batch_ms=self.kafka_batch_ms, ready_lag=self.kafka_ready_lag, partitions=self._partitions(),
-            taxonomy_topic=self.kafka_taxonomy_topic,
+            taxonomy_topic=self.kafka_taxonomy_topic, client_config=self.kafka_client_config(),
         )
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """The librdkafka properties of kafka_config and kafka_config_file (SASL/SSL...)."""
+        from rtindex.service.security import kafka_client_config
+
+        return kafka_client_config(self.kafka_config, self.kafka_config_file)
 
     def _partitions(self) -> list[int]:
         try:
