@@ -45,7 +45,13 @@ def test_kafka_flags_have_the_short_names_too() -> None:
     ("flags", "env", "toml", "message"),
     [
         ((), {"RTINDEX_PORT": "abc"}, None, "RTINDEX_PORT: port must be int"),
-        ((), {}, "dim = 8\nbogus = 1\n", "unknown settings ['bogus']"),
+        ((), {}, "dim = 8\nbogus = 1\n", "unknown setting or section 'bogus'"),
+        ((), {}, "[kafka]\nbootstrp = 'h:1'\n", "[kafka] has no setting 'bootstrp'; valid: ['batch', "),
+        ((), {}, "[index]\ndim = 'eight'\n", "[index] dim: dim must be int, got 'eight'"),
+        ((), {}, "[index]\nM = 2.5\n", "M must be int, got 2.5"),
+        ((), {}, "[server]\nport = true\n", "port must be int, got True"),
+        ((), {}, "dim = 8\n[index]\ndim = 9\n", "dim is given twice"),
+        ((), {"RTINDEX_FILL_PRUNED": "maybe"}, None, "fill_pruned must be true or false"),
         ((), {}, "dim = [", "not valid TOML"),
         (("--port", "70000"), {}, None, "port must be 0..65535"),
         (("--log-format", "xml"), {}, None, "log_format must be json or text"),
@@ -58,6 +64,65 @@ def test_bad_settings_say_what_is_wrong(tmp_path: Path, flags: tuple, env: dict,
         flags = (*flags, "--config", str(path))
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         settings.load(_args(*flags), env)
+
+
+def test_a_file_in_sections_sets_what_the_flags_set(tmp_path: Path) -> None:
+    toml = tmp_path / "rtindex.toml"
+    toml.write_text('[index]\ndim = 32\nM = 12\nfill_pruned = false\nprune_alpha = 1\n'
+                    '[kafka]\nbootstrap = "h:1"\ncommit_ms = 250\ndlq_topic = "dead"\npartitions = "0,2"\n'
+                    '[snapshots]\ndata_dir = "/data"\nkeep = 5\nwal = "off"\n'
+                    '[metrics]\nport = 9100\n[logs]\nlevel = "debug"\n[server]\nmax_k = 77\n')
+    from_file = settings.load(_args("--config", str(toml)), {})
+    from_flags = settings.load(_args(
+        "--dim", "32", "--M", "12", "--fill-pruned", "false", "--prune-alpha", "1", "--kafka-bootstrap", "h:1",
+        "--kafka-commit-ms", "250", "--kafka-dlq-topic", "dead", "--kafka-partitions", "0,2", "--data-dir", "/data",
+        "--snapshot-keep", "5", "--wal", "off", "--metrics-port", "9100", "--log-level", "debug", "--max-k", "77"),
+        {})
+    assert from_file == from_flags
+    index = from_file.index_config()
+    assert (index.dim, index.M, index.fill_pruned, index.prune_alpha) == (32, 12, False, 1.0)
+    kafka = from_file.kafka_settings()
+    assert kafka is not None
+    assert (kafka.commit_ms, kafka.dead_letter_topic, kafka.partitions) == (250, "dead", [0, 2])
+
+
+def test_every_index_and_kafka_setting_can_be_set_with_the_same_defaults() -> None:
+    from dataclasses import MISSING, fields
+
+    from rtindex.consumers.ingest import KafkaSettings
+    from rtindex.core.config import IndexConfig
+
+    server = {f.name: f for f in fields(settings.ServerConfig)}
+    for f in fields(IndexConfig):
+        assert f.name in server, f"IndexConfig.{f.name} cannot be set on the server: add it to ServerConfig"
+        if f.default is not MISSING:
+            assert server[f.name].default == f.default, f.name
+    derived = {"partitions": "kafka_partitions", "client_config": "kafka_config"}
+    for f in fields(KafkaSettings):
+        name = derived.get(f.name, f"kafka_{f.name}")
+        assert name in server, f"KafkaSettings.{f.name} cannot be set on the server: add {name} to ServerConfig"
+        if f.default is not MISSING and f.name not in derived:
+            assert server[name].default == f.default, name
+
+
+def test_print_config_gives_a_file_that_loads_back_the_same_and_keeps_secrets_out(tmp_path: Path) -> None:
+    flags = ("--dim", "16", "--metric", "l2", "--kafka-bootstrap", "h:1", "--api-key", "s3cr3t-key",
+             "--fill-pruned", "off", "--freshness-budget-ms", "5", "--data-dir", "/d")
+    out = subprocess.run([sys.executable, "-m", "rtindex", "serve", *flags, "--print-config"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "s3cr3t-key" not in out and "api_key" in out
+    path = tmp_path / "printed.toml"
+    path.write_text(out)
+    printed = settings.load(_args("--config", str(path)), {})
+    given = settings.load(_args(*flags), {})
+    assert printed == settings.ServerConfig(**{**vars(given), "api_key": ""})
+
+
+def test_the_example_configuration_is_current() -> None:
+    example = ROOT / "examples/rtindex.toml"
+    assert example.read_text() == settings.to_toml(settings.ServerConfig()), (
+        "examples/rtindex.toml is stale: python -m rtindex serve --print-config > examples/rtindex.toml")
+    assert settings.load(_args("--config", str(example)), {}) == settings.ServerConfig()
 
 
 def test_serve_help_explains_every_setting() -> None:

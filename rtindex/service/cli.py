@@ -24,6 +24,9 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"rtindex serve: {exc}", file=sys.stderr)
         return 2
+    if args.print_config:
+        print(settings.to_toml(config), end="")
+        return 0
     logs.setup(config.log_level, config.log_format)  # before the server: restoring logs
     # the writer, the Kafka consumer and the RPC threads hand the GIL to each other
     # whenever a kernel starts or ends; Python's default 5 ms switch interval made each

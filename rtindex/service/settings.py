@@ -1,16 +1,24 @@
-"""Server configuration: one typed object, filled from defaults < a TOML file <
+"""Server configuration: one typed schema, filled from defaults < a TOML file <
 RTINDEX_* environment variables < command-line flags (later sources win).
 
-Every field is documented once (``help`` metadata); the CLI flags, their ``--help``
-text, the environment variable names and the TOML keys all derive from the dataclass.
+Every field is documented once (``help`` metadata) and belongs to one section
+(``SECTIONS``: server, index, kafka, snapshots, security, metrics, logs); the CLI flags
+(grouped by section in ``--help``), the environment variable names, the TOML keys
+(``[kafka] bootstrap = ...``) and the example file (``rtindex serve --print-config``,
+``examples/rtindex.toml``) all derive from it. The index settings take their defaults
+from ``IndexConfig`` and every ``IndexConfig`` field is one of them; every
+``KafkaSettings`` field is a ``kafka_*`` one (tests/test_settings_and_proto.py holds
+both to that), so ``index_config()`` and ``kafka_settings()`` copy by name.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import textwrap
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +33,14 @@ ENV_PREFIX = "RTINDEX_"
 
 def _opt(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
+
+
+_INDEX_DEFAULTS = {f.name: f.default for f in fields(IndexConfig)}
+
+
+def _index(name: str, help: str) -> Any:
+    """An ``IndexConfig`` setting, with its default."""
+    return _opt(_INDEX_DEFAULTS[name], help)
 
 
 def _secret(help: str) -> Any:
@@ -44,19 +60,36 @@ class ServerConfig:
     metrics_host: str = _opt("", "address the metrics endpoint listens on; empty = the same as host")
     # the index
     dim: int = _opt(0, "embedding dimension (required)")
-    metric: str = _opt("ip", "similarity: ip, cosine or l2")
-    M: int = _opt(16, "HNSW degree; level 0 holds 2M")
-    ef_construction: int = _opt(200, "beam width while inserting")
+    metric: str = _index("metric", "similarity: ip, cosine or l2")
+    M: int = _index("M", "HNSW degree; level 0 holds 2M")
+    ef_construction: int = _index("ef_construction", "beam width while inserting")
     ef_construction_min: int = _opt(64, "narrowest insert beam the writer uses when it is behind its freshness budget "
                                     "(it links sooner at some cost in graph quality; README: Freshness under load)")
-    ef_search: int = _opt(64, "default search beam width (max with k)")
-    threads: int = _opt(0, "index worker threads for batch search/insert (0 = all cores)")
-    traversal_precision: str = _opt("float16", "float16 (faster search, +50%% vector memory) or float32")
-    category_M: int = _opt(12, "degree of the category subgraphs (level 0 holds 2x)")
-    category_ef_construction: int = _opt(100, "beam width while inserting into category subgraphs")
-    category_exact_limit: int = _opt(64, "categories with at most this many live items (or at most ef) are "
+    ef_search: int = _index("ef_search", "default search beam width (max with k)")
+    threads: int = _index("threads", "index worker threads for batch search/insert (0 = all cores)")
+    traversal_precision: str = _index("traversal_precision", "float16 (faster search, +50%% vector memory) or float32")
+    category_M: int = _index("category_M", "degree of the category subgraphs (level 0 holds 2x)")
+    category_ef_construction: int = _index("category_ef_construction", "beam width while inserting into category subgraphs")
+    category_exact_limit: int = _index("category_exact_limit", "categories with at most this many live items (or at most ef) are "
                                          "searched exhaustively (exact)")
-    device: str = _opt("auto", "search backend: auto (the GPU when CuPy finds one, else the CPU), cpu, or cuda "
+    prune_alpha: float = _index("prune_alpha", "neighbor pruning factor when linking (1.0 = the HNSW heuristic; "
+                                "1.2 as in DiskANN keeps more long edges)")
+    fill_pruned: bool = _index("fill_pruned", "fill a new node's row back to M with the best pruned candidates")
+    repair_alpha: float = _index("repair_alpha", "pruning factor for rows repaired after deletes (FreshDiskANN: 1.2)")
+    repair_widen: int = _index("repair_widen", "a repaired row also considers the rows of its this-many closest live "
+                                               "candidates (0 = FreshDiskANN's rule only)")
+    seed: int = _index("seed", "random seed for node levels (same inputs and seed = same graph)")
+    insert_batch_fraction: float = _index("insert_batch_fraction", "parallel insert sub-batches are at most this "
+                                                                   "fraction of the live graph (prefix doubling)")
+    max_insert_batch: int = _index("max_insert_batch", "cap on the size of a parallel insert sub-batch")
+    repair_fraction: float = _index("repair_fraction", "deletes are consolidated once tombstones exceed this "
+                                                       "fraction of the live nodes")
+    repair_min_tombstones: int = _index("repair_min_tombstones", "consolidation waits for at least this many tombstones")
+    initial_capacity: int = _index("initial_capacity", "rows and nodes allocated up front (tables grow by half "
+                                                       "when full)")
+    deleted_versions_kept: int = _index("deleted_versions_kept", "deleted ids that remember their delete version, "
+                                                                 "so a replayed older upsert cannot bring them back")
+    device: str = _index("device", "search backend: auto (the GPU when CuPy finds one, else the CPU), cpu, or cuda "
                        "(fails without a GPU); needs the gpu extra for cuda")
     scorer: str = _opt("", "neural scorer savedmodel:PATH (a TensorFlow SavedModel, contract in rtindex/core/neural.py): "
                        "searches then send query features and candidates are scored by the model; empty = metric")
@@ -89,6 +122,11 @@ class ServerConfig:
     kafka_batch_ms: int = _opt(20, "when nothing is fetched yet, how long one poll waits for the first message, ms")
     kafka_ready_lag: int = _opt(1_000, "at start-up, health is NOT_SERVING until the consumer lag is below this")
     kafka_partitions: str = _opt("", "partitions this server consumes, e.g. 0,1 (a shard); empty = all")
+    kafka_commit_ms: int = _opt(100, "applied offsets are committed at most this often, ms (and whenever the "
+                                     "stream goes idle; a snapshot's offsets, not these, decide where a restart "
+                                     "resumes)")
+    kafka_dlq_topic: str = _opt("", "dead-letter topic for messages that cannot be applied; empty = "
+                                    "<kafka_topic>.dlq")
     kafka_config: str = _secret("extra librdkafka properties for the Kafka clients, key=value,key=value, e.g. "
                                 "security.protocol=SASL_SSL,sasl.mechanisms=SCRAM-SHA-512,sasl.username=rtindex,"
                                 "ssl.ca.location=/etc/kafka/ca.pem; put passwords in kafka_config_file")
@@ -127,6 +165,9 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         problems = []
+        types = _field_types()  # flags, the environment and TOML are converted; a caller's values may not be
+        problems += [f"{name} must be {kind.__name__}, got {getattr(self, name)!r}" for name, kind in types.items()
+                     if not _is_a(getattr(self, name), kind)]
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be 0..65535, got {self.port}")
         if not -1 <= self.metrics_port <= 65535:
@@ -181,11 +222,9 @@ class ServerConfig:
             return None
         from rtindex.consumers.ingest import KafkaSettings
 
-        return KafkaSettings(
-            bootstrap=self.kafka_bootstrap, topic=self.kafka_topic, group=self.kafka_group, batch=self.kafka_batch,
-            batch_ms=self.kafka_batch_ms, ready_lag=self.kafka_ready_lag, partitions=self._partitions(),
-            taxonomy_topic=self.kafka_taxonomy_topic, client_config=self.kafka_client_config(),
-        )
+        derived = {"partitions": self._partitions(), "client_config": self.kafka_client_config()}
+        return KafkaSettings(**{f.name: derived[f.name] if f.name in derived else getattr(self, f"kafka_{f.name}")
+                                for f in fields(KafkaSettings)})
 
     def kafka_client_config(self) -> dict[str, str]:
         """The librdkafka properties of kafka_config and kafka_config_file (SASL/SSL...)."""
@@ -204,23 +243,74 @@ class ServerConfig:
         """The index part (validated by IndexConfig, with its own messages)."""
         if self.dim < 1:
             raise ValueError("the index dimension is not set: pass --dim N (or RTINDEX_DIM, or dim = N in the config file)")
-        return IndexConfig(
-            dim=self.dim, metric=self.metric, M=self.M, ef_construction=self.ef_construction,
-            ef_search=self.ef_search, threads=self.threads, traversal_precision=self.traversal_precision,
-            device=self.device, category_M=self.category_M, category_ef_construction=self.category_ef_construction,
-            category_exact_limit=self.category_exact_limit,
-        )
+        return IndexConfig(**{name: getattr(self, name) for name in IndexConfig.field_names()})
+
+
+# section -> (prefix its fields share, dropped from their keys in the section's TOML table; what it holds)
+SECTIONS: dict[str, tuple[str, str]] = {
+    "server": ("", "where to listen, request limits, flow control, the scorer"),
+    "index": ("", "the index (rtindex.core.config.IndexConfig)"),
+    "kafka": ("kafka_", "Kafka ingestion, off unless bootstrap is set"),
+    "snapshots": ("snapshot_", "snapshots and the write-ahead log, off unless data_dir is set"),
+    "security": ("", "TLS and API keys (README: Running securely)"),
+    "metrics": ("metrics_", "the Prometheus endpoint (README: Metrics)"),
+    "logs": ("log_", "logging"),
+}
+_SERVER_FIELDS = ("host", "port", "scorer", "grpc_threads", "max_concurrent_rpcs", "max_message_mb", "max_queries",
+                  "max_k", "max_ef", "max_write_ids", "write_queue", "write_batch", "freshness_budget_ms",
+                  "ef_construction_min", "gil_switch_ms", "warm_up", "grace_seconds")
+_SECURITY_FIELDS = ("tls_cert", "tls_key", "tls_client_ca", "api_key", "api_key_file", "read_only_api_key",
+                    "read_only_api_key_file")
+
+
+def section_of(name: str) -> str:
+    """The section a setting belongs to."""
+    if name in _SERVER_FIELDS:
+        return "server"
+    if name in _SECURITY_FIELDS:
+        return "security"
+    if name in _INDEX_DEFAULTS:
+        return "index"
+    if name in ("data_dir", "wal", "wal_segment_mb"):
+        return "snapshots"
+    for section, (prefix, _) in SECTIONS.items():
+        if prefix and name.startswith(prefix):
+            return section
+    raise KeyError(f"setting {name} has no section: add it to rtindex/service/settings.py SECTIONS")
+
+
+def toml_key(name: str) -> str:
+    """A setting's key in its section's table (``kafka_bootstrap`` -> ``bootstrap``)."""
+    prefix = SECTIONS[section_of(name)][0]
+    return name[len(prefix):] if prefix and name.startswith(prefix) else name
 
 
 def _convert(name: str, kind: type, raw: Any, source: str) -> Any:
     if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
         return raw
+    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+        return float(raw)
     try:
         if kind is bool:
-            return str(raw).lower() in ("1", "true", "yes", "on")
+            text = str(raw).lower()
+            if text not in _BOOLS:
+                raise ValueError(text)
+            return _BOOLS[text]
+        if (isinstance(raw, float) and kind is int) or isinstance(raw, bool):
+            raise TypeError(raw)  # TOML true for a number, 2.5 for a count: a mistake, not a value
         return kind(raw)
     except (TypeError, ValueError):
-        raise ValueError(f"{source}: {name} must be {kind.__name__}, got {raw!r}") from None
+        raise ValueError(f"{source}: {name} must be {_KIND_NAMES.get(kind, kind.__name__)}, got {raw!r}") from None
+
+
+def _is_a(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+
+
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_KIND_NAMES = {bool: "true or false (on/off, yes/no, 1/0)"}
 
 
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
@@ -234,15 +324,92 @@ _ALIASES = {"kafka_topic": ("--topic",), "kafka_group": ("--group",)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One --flag per field (defaults left None so that unset flags do not override)."""
-    parser.add_argument("--config", help="TOML file with any of these settings (top level or a [server] table); "
-                        f"also {ENV_PREFIX}CONFIG")
+    """One --flag per field, grouped by section (defaults left None so that unset flags
+    do not override)."""
+    parser.add_argument("--config", help="TOML file of settings, in sections ([index] dim = 128, [kafka] bootstrap "
+                        "= ...; see examples/rtindex.toml); also " f"{ENV_PREFIX}CONFIG")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the configuration these sources give, as TOML with every setting explained "
+                             "(secrets left out), and exit")
+    groups = {name: parser.add_argument_group(f"[{name}] {what}") for name, (_, what) in SECTIONS.items()}
+    types = _field_types()
     for f in fields(ServerConfig):
         default = f.default if f.default is not MISSING else None
-        parser.add_argument(
-            "--" + f.name.replace("_", "-"), *_ALIASES.get(f.name, ()), dest=f.name, default=None, type=_field_types()[f.name],
+        kind = types[f.name]
+        groups[section_of(f.name)].add_argument(
+            "--" + f.name.replace("_", "-"), *_ALIASES.get(f.name, ()), dest=f.name, default=None,
+            type=_flag_type(f.name, kind), metavar=kind.__name__.upper(),
             help=f"{f.metadata['help']} (default {default}; env {ENV_PREFIX}{f.name.upper()})",
         )
+
+
+def _flag_type(name: str, kind: type) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        try:
+            return _convert(name, kind, raw, "--" + name.replace("_", "-"))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _from_toml(data: dict[str, Any], path: str, types: dict[str, type]) -> dict[str, Any]:
+    """Settings of a TOML document: a table per section (keys without the section's
+    prefix: [kafka] bootstrap), or, as before sections existed, full names at the top
+    level or in [server]."""
+    values: dict[str, Any] = {}
+
+    def put(name: str, raw: Any, where: str) -> None:
+        if name in values:
+            raise ValueError(f"config file {path}: {name} is given twice ({where} and before); keep one")
+        values[name] = _convert(name, types[name], raw, f"config file {path}, {where}")
+
+    for key, raw in data.items():
+        if isinstance(raw, dict) and key in SECTIONS:
+            for sub, value in raw.items():
+                name = next((n for n in types if section_of(n) == key and toml_key(n) == sub), None)
+                if name is None and key == "server" and sub in types:
+                    name = sub  # a flat [server] table of full names (the format before sections)
+                if name is None:
+                    valid = sorted(toml_key(n) for n in types if section_of(n) == key)
+                    raise ValueError(f"config file {path}: [{key}] has no setting {sub!r}; valid: {valid}")
+                put(name, value, f"[{key}] {sub}")
+        elif key in types:
+            put(key, raw, key)
+        else:
+            raise ValueError(f"config file {path}: unknown setting or section {key!r}; sections: {sorted(SECTIONS)} "
+                             "(rtindex serve --print-config shows every setting in its place)")
+    return values
+
+
+def to_toml(config: ServerConfig) -> str:
+    """``config`` as a TOML document in sections, every setting with its help as a
+    comment; secrets (api keys, kafka_config) are left out, commented."""
+    lines = ["# rtindex serve configuration (rtindex serve --config FILE). Precedence: defaults < this file <",
+             f"# {ENV_PREFIX}* environment variables < flags. Generated by rtindex serve --print-config."]
+    by_section: dict[str, list[Any]] = {name: [] for name in SECTIONS}
+    for f in fields(config):
+        by_section[section_of(f.name)].append(f)
+    for section, members in by_section.items():
+        lines += ["", f"[{section}]  # {SECTIONS[section][1]}"]
+        for f in members:
+            lines.append("")
+            lines += [f"# {line}" for line in textwrap.wrap(f.metadata["help"].replace("%%", "%"), 100)]
+            value = getattr(config, f.name)
+            if not f.repr:  # a secret: never printed
+                lines.append(f"# {toml_key(f.name)} = \"...\"  (secret: {'set' if value else 'not set'}; prefer "
+                             "the _file setting or the environment)")
+            else:
+                lines.append(f"{toml_key(f.name)} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))  # a TOML basic string is a JSON string
 
 
 def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:
@@ -258,11 +425,7 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
             raise ValueError(f"config file {path} not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
-        data = data.get("server", data)
-        unknown = sorted(set(data) - set(types))
-        if unknown:
-            raise ValueError(f"config file {path}: unknown settings {unknown}; valid: {sorted(types)}")
-        values.update({k: _convert(k, types[k], v, f"config file {path}") for k, v in data.items()})
+        values.update(_from_toml(data, path, types))
     for name, kind in types.items():
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is not None:
