@@ -32,9 +32,9 @@ from rtindex import Index, datasets
 from rtindex.client import IndexClient
 
 
-def start_server(dim: int, threads: int) -> tuple[subprocess.Popen, int]:
+def start_server(dim: int, threads: int, *flags: str) -> tuple[subprocess.Popen, int]:
     return serving.start_server("--dim", str(dim), "--metric", "ip", "--threads", str(threads),
-                                "--max-write-ids", "1000000", "--grpc-threads", "16")
+                                "--max-write-ids", "1000000", *flags)
 
 
 def timed_searches(search, queries: np.ndarray, batch: int, seconds: float, seed: int) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -71,6 +71,48 @@ def grpc_load(target: str, queries: np.ndarray, clients: int, batch: int, ef: in
     for p in procs:
         p.join()
     return summarize(latencies, batch, seconds)
+
+
+def _concurrent_singles(target: str, queries: np.ndarray, concurrency: int, ef: int, seconds: float,
+                        out: mp.Queue) -> None:
+    """``concurrency`` single-query Search calls kept in flight from one process (grpc.aio:
+    64 client processes would measure the 2-core machine's scheduler, not the server)."""
+    import asyncio
+
+    import grpc
+
+    from rtindex.api.v1 import index_pb2, index_pb2_grpc
+
+    requests = [index_pb2.SearchRequest(queries=q.astype("<f4").tobytes(), dim=len(q), k=10, ef=ef)
+                for q in queries[:2000]]
+
+    async def run() -> list[float]:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = index_pb2_grpc.IndexServiceStub(channel)
+            await stub.Search(requests[0])
+            latencies: list[float] = []
+            end = time.perf_counter() + seconds
+
+            async def loop(i: int) -> None:
+                while time.perf_counter() < end:
+                    t0 = time.perf_counter()
+                    await stub.Search(requests[(i * 7919 + len(latencies)) % len(requests)], timeout=30)
+                    latencies.append(time.perf_counter() - t0)
+
+            await asyncio.gather(*(loop(i) for i in range(concurrency)))
+            return latencies
+
+    out.put(np.array(asyncio.run(run())))
+
+
+def concurrent_load(target: str, queries: np.ndarray, concurrency: int, ef: int, seconds: float) -> dict[str, float]:
+    ctx = mp.get_context("spawn")
+    out: mp.Queue = ctx.Queue()
+    proc = ctx.Process(target=_concurrent_singles, args=(target, queries, concurrency, ef, seconds, out))
+    proc.start()
+    latencies = out.get(timeout=seconds + 120)
+    proc.join()
+    return summarize(latencies, 1, seconds)
 
 
 def _writer_loop(target: str, dim: int, first_id: int, seconds: float, out: mp.Queue) -> None:
@@ -131,6 +173,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="index worker threads (server and in-process)")
     ap.add_argument("--clients", default="1,4", help="concurrent client processes to try")
     ap.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    ap.add_argument("--concurrency", default="1,8,64", help="single-query calls kept in flight, coalescing off vs on "
+                    "('' to skip)")
     ap.add_argument("--writers", default="1,8", help="concurrent writer processes for the write-ahead-log rows "
                     "('' to skip them)")
     ap.add_argument("--out", default="bench/results/server.md")
@@ -140,11 +184,12 @@ def main() -> None:
     base, queries = data[: args.n], data[args.n :]
     ids = np.arange(args.n, dtype=np.int64)
     chunk = 10_000
-    proc, port = start_server(args.dim, args.threads)
+    data_dir = tempfile.TemporaryDirectory(prefix="rtindex-bench-server-")
+    proc, port = start_server(args.dim, args.threads, "--data-dir", data_dir.name, "--snapshot-interval-s", "0")
     target = f"127.0.0.1:{port}"
     try:
         with IndexClient(target, timeout=600) as client:
-            client.wait_until_serving(60)
+            client.wait_until_serving(300)
             for lo in range(0, args.n, chunk):
                 client.upsert(ids[lo : lo + chunk], base[lo : lo + chunk])
         index = Index(dim=args.dim, metric="ip", threads=args.threads)
@@ -168,6 +213,7 @@ def main() -> None:
                 if batch == 64:
                     summary.append(f"- batch-64 throughput with {c} client process(es): {remote['qps'] / local['qps']:.0%} of "
                                    "in-process (target >= 70%)")
+        concurrency_rows, coalesce_summary = _coalescing(args, queries, proc, data_dir.name)
         write_rows = []
         for c in (int(x) for x in args.writers.split(",") if x):
             off = write_load("off", args.dim, args.threads, c, args.seconds)
@@ -186,6 +232,15 @@ def main() -> None:
             "## Targets\n",
             *summary,
             "",
+            "## Concurrent single-query clients: request coalescing\n",
+            f"`C` single-query Search calls kept in flight (one grpc.aio client process), against the same index "
+            f"served with `--coalesce off` (each call searches alone) and `--coalesce on` (calls with the same "
+            f"parameters merged into one index call, <= 1 ms wait), same run, {args.seconds:g} s each.\n",
+            table(["concurrent calls", "--coalesce", "queries/s", "p50 ms", "p99 ms", "queries/s vs off",
+                   "p99 vs off"], concurrency_rows) if concurrency_rows else "(skipped)",
+            "",
+            *coalesce_summary,
+            "",
             "## Durable writes: the write-ahead log\n",
             "Acknowledged single-item gRPC upserts from concurrent writer processes, servers with a data "
             "directory (fresh each), `--wal on` (append + fdatasync before the answer, one per writer batch) "
@@ -197,8 +252,43 @@ def main() -> None:
         ])
         write_report(args.out, text)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+        data_dir.cleanup()
+
+
+def _coalescing(args: argparse.Namespace, queries: np.ndarray, proc: subprocess.Popen,
+                data_dir: str) -> tuple[list[list[object]], list[str]]:
+    """Stop the loaded server (its final snapshot keeps the index), then serve that
+    snapshot with coalescing off and on in turn, each measured at every concurrency."""
+    proc.terminate()
+    proc.wait(120)
+    levels = [int(x) for x in args.concurrency.split(",") if x]
+    results: dict[str, dict[int, dict[str, float]]] = {}
+    for mode in ("off", "on"):
+        server, port = start_server(args.dim, args.threads, "--data-dir", data_dir, "--snapshot-interval-s", "0",
+                                    "--coalesce", mode)
+        try:
+            with IndexClient(f"127.0.0.1:{port}", timeout=600) as client:
+                client.wait_until_serving(300)
+            results[mode] = {c: concurrent_load(f"127.0.0.1:{port}", queries, c, args.ef, args.seconds)
+                             for c in levels}
+        finally:
+            server.terminate()
+            server.wait(120)
+    rows: list[list[object]] = []
+    summary = []
+    for c in levels:
+        off, on = results["off"][c], results["on"][c]
+        for mode, r in (("off", off), ("on", on)):
+            rows.append([c, mode, f"{r['qps']:,.0f}", f"{r['p50']:.3f}", f"{r['p99']:.3f}",
+                         "-" if mode == "off" else f"{on['qps'] / off['qps']:.2f}x",
+                         "-" if mode == "off" else f"{on['p99'] - off['p99']:+.2f} ms"])
+        if c == max(levels):
+            summary.append(f"- {c} concurrent single-query clients: coalescing gives {on['qps'] / off['qps']:.2f}x "
+                           f"the throughput (target >= 3x), p99 {on['p99'] - off['p99']:+.2f} ms (target <= +2 ms)")
+    return rows, summary
 
 
 if __name__ == "__main__":

@@ -476,6 +476,11 @@ class Index:
             return freed
 
     # ------------------------------------------------------------------ reads
+    def prepare_queries(self, queries: object) -> np.ndarray:
+        """Check and convert query vectors as ``search`` does (float32[b, dim]; unit
+        rows for cosine). Raises ValueError saying what is wrong."""
+        return validation.as_queries(queries, self.config.dim, self.config.metric)
+
     def search(
         self,
         queries: object,

@@ -34,6 +34,7 @@ from rtindex.core.categories import ItemCategories
 from rtindex.core.deadlines import SearchDeadlineExceeded
 from rtindex.core.index import Index
 from rtindex.core.writer import JournalFailed, Overloaded, Writer
+from rtindex.service.coalescer import SearchCoalescer
 from rtindex.service.gcwatch import GcPauses
 from rtindex.service.metrics import ServerMetrics
 from rtindex.service.security import ServerSecurity
@@ -151,6 +152,8 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         self.metrics = metrics  # every RPC is observed there; Stats reads it
         self.snapshotter: Snapshotter | None = None
         self.scorer: Any = None  # a neural scorer (rtindex.core.neural.SavedModelScorer) or None: the index metric
+        self.coalescer = (SearchCoalescer(index, config.coalesce_max_queries, config.coalesce_wait_ms / 1000)
+                          if config.coalesce == "on" else None)
 
     # ------------------------------------------------------------------ decoding
     # Only wire -> numpy here, plus the server's own limits: the rules of the data
@@ -239,8 +242,11 @@ class IndexServicer(index_pb2_grpc.IndexServiceServicer):
         remaining = _seconds_left(context)
         deadline = None if remaining is None else time.monotonic() + remaining
         categories = list(request.categories) or None
-        res = self.index.search(queries, k=k, ef=ef, level_ef=level_ef, scorer=self.scorer, deadline=deadline,
-                                categories=categories)
+        if self.coalescer is not None and self.scorer is None:
+            res = self.coalescer.search(queries, k, ef, level_ef, categories, deadline)
+        else:
+            res = self.index.search(queries, k=k, ef=ef, level_ef=level_ef, scorer=self.scorer, deadline=deadline,
+                                    categories=categories)
         return index_pb2.SearchResponse(
             num_queries=len(res.ids), k=largest, ids=res.ids.astype("<i8").tobytes(),
             scores=res.scores.astype("<f4").tobytes(), hops=res.hops.tolist(), evaluations=res.evaluations.tolist(),

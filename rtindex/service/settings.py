@@ -112,6 +112,13 @@ class ServerConfig:
                               "health turns SERVING (about a minute on the first start after an install); off: "
                               "kernels compile on first use")
     grace_seconds: float = _opt(15.0, "on SIGTERM, how long in-flight calls may take to finish")
+    coalesce: str = _opt("off", "on: concurrent Search calls with the same parameters are merged into one index "
+                                "call (metric searches); off: each call searches alone. Off by default: on a "
+                                "2-core machine gRPC's own per-call cost dominates and merging did not pay "
+                                "(README: Request coalescing)")
+    coalesce_wait_ms: float = _opt(1.0, "how long a merged search waits for more calls while other searches are "
+                                        "in flight, ms (a lone call never waits)")
+    coalesce_max_queries: int = _opt(256, "most queries in one merged search")
     # Kafka ingestion (off unless kafka_bootstrap is set)
     kafka_bootstrap: str = _opt("", "Kafka bootstrap servers host:port; when set, the server consumes kafka_topic")
     kafka_topic: str = _opt("rtindex.catalog", "topic of CatalogChange messages (its dead letters go to <topic>.dlq)")
@@ -193,6 +200,12 @@ class ServerConfig:
             problems.append(f"wal must be on or off, got {self.wal!r}")
         if self.wal_segment_mb < 1:
             problems.append(f"wal_segment_mb must be >= 1, got {self.wal_segment_mb}")
+        if self.coalesce not in ("on", "off"):
+            problems.append(f"coalesce must be on or off, got {self.coalesce!r}")
+        if not 0 <= self.coalesce_wait_ms <= 100:
+            problems.append(f"coalesce_wait_ms must be in 0..100, got {self.coalesce_wait_ms}")
+        if self.coalesce_max_queries < 1:
+            problems.append(f"coalesce_max_queries must be >= 1, got {self.coalesce_max_queries}")
         if self.warm_up not in ("on", "off"):
             problems.append(f"warm_up must be on or off, got {self.warm_up!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
@@ -258,7 +271,8 @@ SECTIONS: dict[str, tuple[str, str]] = {
 }
 _SERVER_FIELDS = ("host", "port", "scorer", "grpc_threads", "max_concurrent_rpcs", "max_message_mb", "max_queries",
                   "max_k", "max_ef", "max_write_ids", "write_queue", "write_batch", "freshness_budget_ms",
-                  "ef_construction_min", "gil_switch_ms", "warm_up", "grace_seconds")
+                  "ef_construction_min", "gil_switch_ms", "warm_up", "grace_seconds", "coalesce", "coalesce_wait_ms",
+                  "coalesce_max_queries")
 _SECURITY_FIELDS = ("tls_cert", "tls_key", "tls_client_ca", "api_key", "api_key_file", "read_only_api_key",
                     "read_only_api_key_file")
 
