@@ -114,7 +114,8 @@ def read_pem(source: PemSource, what: str = "") -> bytes:
             raise ValueError(f"{prefix}cannot read {source} ({exc.strerror}); give a readable PEM file") from None
     if b"-----BEGIN " not in data:
         raise ValueError(f"{prefix}{source if not isinstance(source, bytes) else 'the bytes given'} is not PEM (no "
-                         "-----BEGIN line); give the certificate or key in PEM format")
+                         "-----BEGIN line); give the certificate or key in PEM format (openssl x509 -inform der -in "
+                         "FILE -out FILE.pem converts a DER certificate)")
     return data
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc_reflection.v1alpha import reflection
 
+from rtindex.api.client import read_pem
 from rtindex.api.v1 import index_pb2
 
 if TYPE_CHECKING:
@@ -207,17 +208,6 @@ def api_keys(config: ServerConfig) -> ApiKeys:
 
 
 # ---------------------------------------------------------------------------- TLS
-def _read_pem(path: str, setting: str, what: str) -> bytes:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ValueError(f"{setting}: cannot read {path} ({exc.strerror}); give a readable PEM file of {what}") from None
-    if b"-----BEGIN " not in data:
-        raise ValueError(f"{setting}: {path} is not PEM (it has no -----BEGIN line); give {what} in PEM format "
-                         "(openssl x509 -inform der -in FILE -out FILE.pem converts a DER certificate)")
-    return data
-
-
 def _encrypted_key() -> bytes:
     raise ValueError("encrypted")
 
@@ -251,13 +241,13 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     checked now; None: plaintext."""
     if not config.tls_cert:
         return None
-    cert = _read_pem(config.tls_cert, "tls_cert", "the server's certificate chain")
-    key = _read_pem(config.tls_key, "tls_key", "the private key of tls_cert")
+    cert = read_pem(config.tls_cert, "tls_cert")
+    key = read_pem(config.tls_key, "tls_key")
     _warn_if_others_can_read(config.tls_key, "tls_key")
     _check_pair(config.tls_cert, config.tls_key)
     client_ca = None
     if config.tls_client_ca:
-        client_ca = _read_pem(config.tls_client_ca, "tls_client_ca", "the CA certificate(s) that sign client certificates")
+        client_ca = read_pem(config.tls_client_ca, "tls_client_ca")
         _check_ca(client_ca, config.tls_client_ca)
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
                                        require_client_auth=client_ca is not None)
